@@ -1,0 +1,1 @@
+"""HTTP: the operator REST API, the agent API and the agent downloads."""

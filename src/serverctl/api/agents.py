@@ -1,0 +1,99 @@
+"""The agent API (`/api/agents/*`) and the agent downloads (`/agent/*`).
+
+The heartbeat handler is the hot path: it runs on the event loop, touches only the live state,
+and answers every refusal with a 4xx and a reason (never a 5xx).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from serverctl.agent_dist import build_zipapp, install_script
+from serverctl.api.deps import State, source_ip
+from serverctl.domain.agents import AgentRequest
+from serverctl.domain.heartbeat import MAX_BODY_BYTES
+from serverctl.errors import AgentAuthError
+
+router = APIRouter(tags=["agents"])
+
+
+async def _read_body(request: Request) -> bytes:
+    """The body, but no more than one byte past the limit, so the payload check can refuse it."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return b"\0" * (MAX_BODY_BYTES + 1)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            break
+    return b"".join(chunks)
+
+
+async def _agent_request(request: Request) -> AgentRequest:
+    return AgentRequest(
+        authorization=request.headers.get("authorization"),
+        source_ip=source_ip(request),
+        body=await _read_body(request),
+    )
+
+
+def _refused(exc: AgentAuthError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    # Close the connection after refusing an oversized body we did not read to the end.
+    if exc.status_code == 413:
+        headers = {**(headers or {}), "Connection": "close"}
+    return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
+
+
+@router.post("/api/agents/heartbeat")
+async def heartbeat(request: Request, state: State) -> Response:
+    try:
+        state.gate.heartbeat(await _agent_request(request))
+    except AgentAuthError as exc:
+        return _refused(exc)
+    # Pending jobs are handed out here once the job engine exists (the jobs issue).
+    return JSONResponse(
+        {"ok": True, "jobs": [], "heartbeat_interval_s": state.settings.heartbeat_interval_s}
+    )
+
+
+@router.post("/api/agents/enrol")
+async def enrol(request: Request, state: State) -> Response:
+    try:
+        member, payload = state.gate.enrol(await _agent_request(request))
+    except AgentAuthError as exc:
+        return _refused(exc)
+    result: dict[str, Any] = await asyncio.to_thread(
+        state.pools.record_enrolment, member.member_id, payload.ip, payload.version
+    )
+    return JSONResponse(result)
+
+
+@router.get("/agent/balctl.pyz", include_in_schema=False)
+def agent_zipapp() -> Response:
+    bundle = build_zipapp()
+    return Response(
+        bundle.data,
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": 'attachment; filename="balctl.pyz"',
+            "X-Balctl-Version": bundle.version,
+        },
+    )
+
+
+@router.get("/agent/balctl.pyz.sha256", include_in_schema=False)
+def agent_zipapp_sha256() -> PlainTextResponse:
+    return PlainTextResponse(f"{build_zipapp().sha256}  balctl.pyz\n")
+
+
+@router.get("/agent/install.sh", include_in_schema=False)
+def agent_install_script() -> PlainTextResponse:
+    return PlainTextResponse(install_script(), media_type="text/x-shellscript")

@@ -1,0 +1,135 @@
+"""Request and response bodies of the REST API (they make the OpenAPI document at /docs)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FailoverSettings(BaseModel):
+    delay_s: int
+    haproxy_monitored: bool
+
+
+class FailoverUpdate(Strict):
+    delay_s: int | None = Field(default=None, description="10-120 seconds")
+    haproxy_monitored: bool | None = None
+
+
+class PoolCreate(Strict):
+    name: str = Field(examples=["production-edge"])
+    template: Literal["haproxy", "linux"] = "haproxy"
+
+
+class PoolOut(BaseModel):
+    id: int
+    name: str
+    template: str
+    created_at: datetime
+    active_member_id: int | None
+    failover: FailoverSettings
+    member_count: int
+    healthy_count: int
+
+
+class MemberCreate(Strict):
+    hostname: str = Field(examples=["edge-1"])
+    allowed_ips: list[str] = Field(examples=[["203.0.113.10"]])
+
+
+class Heartbeat(BaseModel):
+    at: datetime
+    ip: str | None
+    version: str | None
+    haproxy: dict[str, Any] | None
+
+
+class HealthOut(BaseModel):
+    state: Literal["pending", "healthy", "unhealthy"]
+    heartbeat_age_s: float | None
+    reason: str | None
+
+
+class RejectionOut(BaseModel):
+    at: datetime
+    status: int
+    reason: str
+    source_ip: str
+    count: int = 1
+
+
+class MemberOut(BaseModel):
+    id: int
+    pool_id: int
+    hostname: str
+    allowed_ips: list[str]
+    role: Literal["active", "standby"]
+    created_at: datetime
+    enrolled_at: datetime | None
+    heartbeat: Heartbeat | None
+    health: HealthOut
+    last_rejection: RejectionOut | None
+
+
+class MemberCreated(MemberOut):
+    secret: str = Field(description="The enrolment secret: shown in this answer only.")
+    install_command: str = Field(description="The one-shot install command: shown once.")
+
+
+class UserCreate(Strict):
+    name: str
+    role: Literal["viewer", "operator", "admin"] = "viewer"
+    password: str | None = Field(default=None, description="Generated when left out.")
+
+
+class UserOut(BaseModel):
+    id: int
+    name: str
+    role: str
+    created_at: datetime
+    disabled: bool
+
+
+class UserCreated(UserOut):
+    password: str = Field(description="Shown in this answer only.")
+
+
+class TokenCreate(Strict):
+    name: str
+    role: Literal["viewer", "operator", "admin"] = "admin"
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    role: str
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="Shown in this answer only.")
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any] | None
+    source_ip: str | None

@@ -1,0 +1,62 @@
+"""The ASGI application: REST API, agent API, web UI, /healthz; and its background loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+
+from serverctl import __version__
+from serverctl.api import agents, errors, operators, pools
+from serverctl.config import Settings
+from serverctl.loops import flush
+from serverctl.state import AppState
+from serverctl.web import routes as web
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
+    state = state or AppState.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        count = await asyncio.to_thread(state.pools.load_live_state)
+        log.info("loaded %d members into the live state", count)
+        flusher = asyncio.create_task(
+            flush.run(state.db, state.live, settings.last_seen_flush_s), name="flush"
+        )
+        try:
+            yield
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            # Keep the last-seen times of a clean shutdown.
+            await asyncio.to_thread(flush.flush_once, state.db, state.live, include_seen=True)
+
+    app = FastAPI(
+        title="ServerCTL",
+        version=__version__,
+        description="Control plane for HAProxy server pools. Authenticate with "
+        "`Authorization: Bearer <token>` (make one with `serverctl tokens create`).",
+        lifespan=lifespan,
+    )
+    app.state.serverctl = state
+    errors.install(app)
+
+    @app.get("/healthz", tags=["health"], response_class=PlainTextResponse)
+    async def healthz() -> str:
+        # A constant answer that touches no database: for load balancers and liveness probes.
+        return "ok"
+
+    app.include_router(pools.router)
+    app.include_router(operators.router)
+    app.include_router(agents.router)
+    web.install(app)
+    return app

@@ -1,0 +1,87 @@
+"""The one settings object of the control plane.
+
+Read once by the CLI from `SERVERCTL_*` environment variables (and an optional TOML file named by
+`SERVERCTL_CONFIG_FILE`), then passed in to everything that needs it: no module reads the
+environment on its own.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SERVERCTL_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./var"), description="SQLite database, keys, backups.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite under the data directory."
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    public_url: str | None = Field(
+        default=None,
+        description="URL agents and browsers use to reach this control plane; "
+        "default: taken from each request.",
+    )
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    trusted_proxies: list[IPNetwork] = Field(
+        default_factory=list,
+        description="Peers whose CF-Connecting-IP / X-Real-IP / X-Forwarded-For are believed.",
+    )
+    session_max_age_s: int = Field(default=12 * 3600, ge=60)
+    secure_cookies: bool | None = Field(
+        default=None, description="Mark cookies Secure; default: when serving TLS."
+    )
+    heartbeat_interval_s: float = Field(default=1.0, ge=0.2, le=60)
+    last_seen_flush_s: float = Field(default=5.0, ge=0.5, le=60)
+    config_file: Path | None = None
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = env_settings().get("config_file")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'serverctl.db').resolve()}"
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls_cert is not None and self.tls_key is not None
+
+    @property
+    def cookie_secure(self) -> bool:
+        return self.uses_tls if self.secure_cookies is None else self.secure_cookies

@@ -1,0 +1,1 @@
+"""The rules: health, pools and members, agents, operators. No HTTP and no pages in here."""

@@ -1,0 +1,112 @@
+"""Agent requests: the security checks every one must pass, and what a heartbeat changes.
+
+Checks run in the order ARCHITECTURE.md gives: the bearer secret (401), the source address
+(403), the body (4xx), the hostname (401). A refusal that can be tied to a member is recorded
+so the operator sees it on the member card. Nothing here writes to the database: heartbeats
+land in the live state and reach the database through the flusher.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from serverctl.db.types import utcnow
+from serverctl.domain import secrets
+from serverctl.domain.heartbeat import (
+    EnrolPayload,
+    HeartbeatPayload,
+    parse_enrolment,
+    parse_heartbeat,
+)
+from serverctl.domain.live import LiveState, MemberLive, Rejection
+from serverctl.errors import AgentAuthError, ValidationError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentRequest:
+    authorization: str | None
+    source_ip: str
+    body: bytes
+
+
+class AgentGate:
+    def __init__(self, live: LiveState) -> None:
+        self.live = live
+
+    def heartbeat(self, request: AgentRequest) -> tuple[MemberLive, HeartbeatPayload]:
+        member = self._authenticate(request)
+        payload = self._checked(member, request, parse_heartbeat)
+        self._check_hostname(member, request, payload.hostname)
+        self.live.record_heartbeat(
+            member,
+            now=utcnow(),
+            ip=payload.ip,
+            version=payload.version,
+            haproxy=payload.haproxy.model_dump(exclude_none=True),
+        )
+        return member, payload
+
+    def enrol(self, request: AgentRequest) -> tuple[MemberLive, EnrolPayload]:
+        member = self._authenticate(request)
+        payload = self._checked(member, request, parse_enrolment)
+        self._check_hostname(member, request, payload.hostname)
+        return member, payload
+
+    # -- the checks -----------------------------------------------------------------------------
+
+    def _authenticate(self, request: AgentRequest) -> MemberLive:
+        secret = _bearer(request.authorization)
+        if secret is None:
+            raise AgentAuthError("missing bearer enrolment secret (Authorization: Bearer <key>)")
+        digest = secrets.hash_secret(secret)
+        member_id = self.live.by_secret.get(digest)
+        member = self.live.members.get(member_id) if member_id is not None else None
+        if member is None:
+            revoked_for = self.live.revoked.get(digest)
+            if revoked_for is not None:
+                self._reject(revoked_for, 401, "enrolment secret was revoked", request)
+            raise AgentAuthError("unknown or revoked enrolment secret")
+        if not member.allows(request.source_ip):
+            self._reject(
+                member.member_id,
+                403,
+                f"source IP {request.source_ip} is not allowed for member {member.hostname}",
+                request,
+            )
+        return member
+
+    def _checked(self, member: MemberLive, request: AgentRequest, parse: Any) -> Any:
+        try:
+            return parse(request.body)
+        except ValidationError as exc:
+            self._reject(member.member_id, exc.status_code, exc.message, request)
+
+    def _check_hostname(self, member: MemberLive, request: AgentRequest, hostname: str) -> None:
+        if hostname.rstrip(".").lower() != member.hostname:
+            self._reject(
+                member.member_id,
+                401,
+                f"hostname {hostname[:253]!r} does not match the enrolled hostname "
+                f"{member.hostname!r}",
+                request,
+            )
+
+    def _reject(self, member_id: int, status: int, reason: str, request: AgentRequest) -> None:
+        self.live.record_rejection(
+            member_id, Rejection(utcnow(), status, reason, request.source_ip)
+        )
+        log.info("agent request refused (%s): %s", status, reason)
+        raise AgentAuthError(reason, status)
+
+
+def _bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()

@@ -1,0 +1,146 @@
+"""The live state of every member, held in memory by the one process that takes heartbeats.
+
+A heartbeat touches only this: the token lookup is a dict keyed by the secret's hash, and the
+database sees the heartbeat later, in batches (`serverctl.loops.flush`), and only for what
+changed. Operator actions that add, rotate or remove secrets update it at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from ipaddress import ip_address
+from typing import Any
+
+from serverctl.domain.validation import IPNetwork, parse_networks
+
+
+@dataclass
+class Rejection:
+    at: datetime
+    status: int
+    reason: str
+    source_ip: str
+
+
+@dataclass
+class MemberLive:
+    member_id: int
+    pool_id: int
+    hostname: str
+    allowed: tuple[IPNetwork, ...]
+    last_seen: datetime | None = None
+    ip: str | None = None
+    version: str | None = None
+    haproxy: dict[str, Any] | None = None
+    enrolled_at: datetime | None = None
+    last_rejection: Rejection | None = None
+    # What the flusher still has to write.
+    changed: bool = False
+    seen: bool = False
+
+    def allows(self, address: str) -> bool:
+        try:
+            ip = ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.allowed)
+
+
+@dataclass
+class PendingRejection:
+    member_id: int
+    rejection: Rejection
+
+
+@dataclass
+class LiveState:
+    members: dict[int, MemberLive] = field(default_factory=dict)
+    by_secret: dict[str, int] = field(default_factory=dict)
+    revoked: dict[str, int] = field(default_factory=dict)
+    rejections: list[PendingRejection] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- registration (operator actions, start-up) --------------------------------------------
+
+    def register(
+        self,
+        *,
+        member_id: int,
+        pool_id: int,
+        hostname: str,
+        allowed_ips: list[str],
+        secret_hash: str,
+        last_seen: datetime | None = None,
+        ip: str | None = None,
+        version: str | None = None,
+        haproxy: dict[str, Any] | None = None,
+        enrolled_at: datetime | None = None,
+    ) -> None:
+        with self.lock:
+            current = self.members.get(member_id)
+            if current is None:
+                current = MemberLive(
+                    member_id=member_id,
+                    pool_id=pool_id,
+                    hostname=hostname,
+                    allowed=parse_networks(allowed_ips),
+                    last_seen=last_seen,
+                    ip=ip,
+                    version=version,
+                    haproxy=haproxy,
+                    enrolled_at=enrolled_at,
+                )
+                self.members[member_id] = current
+            else:
+                current.hostname = hostname
+                current.allowed = parse_networks(allowed_ips)
+            self.by_secret = {h: m for h, m in self.by_secret.items() if m != member_id}
+            self.by_secret[secret_hash] = member_id
+
+    def revoke(self, secret_hash: str, member_id: int) -> None:
+        with self.lock:
+            self.by_secret.pop(secret_hash, None)
+            self.revoked[secret_hash] = member_id
+
+    def forget(self, member_id: int) -> None:
+        with self.lock:
+            self.members.pop(member_id, None)
+            self.by_secret = {h: m for h, m in self.by_secret.items() if m != member_id}
+            self.revoked = {h: m for h, m in self.revoked.items() if m != member_id}
+
+    # -- the heartbeat path ---------------------------------------------------------------------
+
+    def record_heartbeat(
+        self,
+        member: MemberLive,
+        *,
+        now: datetime,
+        ip: str,
+        version: str,
+        haproxy: dict[str, Any],
+    ) -> None:
+        if member.ip != ip or member.version != version or member.haproxy != haproxy:
+            member.ip, member.version, member.haproxy = ip, version, haproxy
+            member.changed = True
+        if member.enrolled_at is None:
+            member.enrolled_at = now
+            member.changed = True
+        member.last_seen = now
+        member.seen = True
+
+    def record_rejection(self, member_id: int, rejection: Rejection) -> None:
+        member = self.members.get(member_id)
+        if member is None:
+            return
+        member.last_rejection = rejection
+        with self.lock:
+            # Bounded: a flood of refused requests must not grow memory without limit.
+            if len(self.rejections) < 10_000:
+                self.rejections.append(PendingRejection(member_id, rejection))
+
+    def take_rejections(self) -> list[PendingRejection]:
+        with self.lock:
+            taken, self.rejections = self.rejections, []
+        return taken
