@@ -23,11 +23,15 @@ def _describe(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def json_error(exc: ServerCTLError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthError) else None
+    return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServerCTLError)
     async def _domain(request: Request, exc: ServerCTLError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthError) else None
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
+        return json_error(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,5 +1,415 @@
-from fastapi import FastAPI
+"""Web UI routes. Pages call the same rules as the REST API; errors are shown on the page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from serverctl import __version__
+from serverctl.agent_dist import install_command
+from serverctl.api.deps import SourceIP, State
+from serverctl.api.errors import json_error
+from serverctl.errors import AuthError, ServerCTLError
+from serverctl.web.auth import (
+    COOKIE,
+    CsrfFailed,
+    CurrentUser,
+    FormUser,
+    LoginRequired,
+    WebUser,
+    login_url,
+    safe_next,
+)
+from serverctl.web.format import register_filters
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+register_filters(templates.env)
+router = APIRouter(include_in_schema=False)
+
+
+def render(
+    request: Request, template: str, user: WebUser | None, status: int = 200, **context: Any
+) -> HTMLResponse:
+    context.update(request=request, user=user, version=__version__)
+    return templates.TemplateResponse(request, template, context, status_code=status)
+
+
+def redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def base_url(state: State, request: Request) -> str:
+    return (state.settings.public_url or str(request.base_url)).rstrip("/")
+
+
+# -- login ----------------------------------------------------------------------------------------
+
+
+@router.get("/login")
+def login_page(request: Request, next: str | None = None) -> HTMLResponse:
+    return render(request, "login.html", None, next=safe_next(next))
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    state: State,
+    ip: SourceIP,
+    name: Annotated[str, Form()],
+    password: Annotated[str, Form()],
+    next: Annotated[str | None, Form()] = None,
+) -> Response:
+    try:
+        login = state.operators.login(name, password, ip)
+    except AuthError as exc:
+        return render(
+            request, "login.html", None, 401, error=exc.message, next=safe_next(next), name=name
+        )
+    response = redirect(safe_next(next))
+    response.set_cookie(
+        COOKIE,
+        login.session_id,
+        max_age=state.settings.session_max_age_s,
+        httponly=True,
+        samesite="lax",
+        secure=state.settings.cookie_secure,
+        path="/",
+    )
+    return response
+
+
+@router.post("/logout")
+def logout(state: State, user: FormUser) -> Response:
+    state.operators.logout(user.session_id, user.principal)
+    response = redirect("/login")
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+# -- pools ----------------------------------------------------------------------------------------
+
+
+@router.get("/")
+def home() -> Response:
+    return redirect("/pools")
+
+
+@router.get("/pools")
+def pools_page(request: Request, state: State, user: CurrentUser) -> HTMLResponse:
+    return render(request, "pools.html", user, pools=state.pools.list_pools(user.principal))
+
+
+@router.post("/pools")
+def create_pool(
+    request: Request,
+    state: State,
+    user: FormUser,
+    name: Annotated[str, Form()],
+    template: Annotated[str, Form()] = "haproxy",
+) -> Response:
+    try:
+        pool = state.pools.create_pool(user.principal, name.strip(), template)
+    except ServerCTLError as exc:
+        return render(
+            request,
+            "pools.html",
+            user,
+            exc.status_code,
+            error=exc.message,
+            pools=state.pools.list_pools(user.principal),
+            form_name=name,
+            form_template=template,
+        )
+    return redirect(f"/pools/{pool['id']}?created=1")
+
+
+def _workspace(state: State, user: WebUser, pool_id: int) -> dict[str, Any]:
+    pool = state.pools.get_pool(user.principal, pool_id)
+    members = state.pools.list_members(user.principal, pool_id)
+    return {"pool": pool, "members": members}
+
+
+@router.get("/pools/{pool_id}")
+def overview(
+    request: Request, pool_id: int, state: State, user: CurrentUser, created: int = 0
+) -> HTMLResponse:
+    return render(
+        request,
+        "overview.html",
+        user,
+        tab="overview",
+        created=bool(created),
+        **_workspace(state, user, pool_id),
+    )
+
+
+@router.get("/pools/{pool_id}/cards")
+def overview_cards(request: Request, pool_id: int, state: State, user: CurrentUser) -> HTMLResponse:
+    return render(request, "_cards.html", user, **_workspace(state, user, pool_id))
+
+
+@router.post("/pools/{pool_id}/members")
+def add_member(
+    request: Request,
+    pool_id: int,
+    state: State,
+    user: FormUser,
+    hostname: Annotated[str, Form()],
+    allowed_ips: Annotated[str, Form()],
+) -> HTMLResponse:
+    ips = [part for part in allowed_ips.replace(",", " ").split() if part]
+    try:
+        created = state.pools.add_member(user.principal, pool_id, hostname.strip(), ips)
+    except ServerCTLError as exc:
+        return render(
+            request,
+            "overview.html",
+            user,
+            exc.status_code,
+            tab="overview",
+            member_error=exc.message,
+            form_hostname=hostname,
+            form_ips=allowed_ips,
+            **_workspace(state, user, pool_id),
+        )
+    command = install_command(base_url(state, request), created.secret, created.member["hostname"])
+    return render(
+        request,
+        "overview.html",
+        user,
+        201,
+        tab="overview",
+        new_member=created.member,
+        install=command,
+        **_workspace(state, user, pool_id),
+    )
+
+
+@router.get("/pools/{pool_id}/members/{member_id}")
+def member_page(
+    request: Request, pool_id: int, member_id: int, state: State, user: CurrentUser
+) -> HTMLResponse:
+    return render(request, "member.html", user, **_member_context(state, user, pool_id, member_id))
+
+
+@router.get("/pools/{pool_id}/members/{member_id}/live")
+def member_live(
+    request: Request, pool_id: int, member_id: int, state: State, user: CurrentUser
+) -> HTMLResponse:
+    return render(
+        request, "_member_live.html", user, **_member_context(state, user, pool_id, member_id)
+    )
+
+
+def _member_context(state: State, user: WebUser, pool_id: int, member_id: int) -> dict[str, Any]:
+    context = _workspace(state, user, pool_id)
+    context.update(
+        tab=f"member-{member_id}",
+        member=state.pools.get_member(user.principal, pool_id, member_id),
+        rejections=state.pools.rejections(user.principal, pool_id, member_id, limit=20),
+    )
+    return context
+
+
+@router.post("/pools/{pool_id}/members/{member_id}/rotate-secret")
+def rotate_secret(
+    request: Request, pool_id: int, member_id: int, state: State, user: FormUser
+) -> HTMLResponse:
+    rotated = state.pools.rotate_secret(user.principal, pool_id, member_id)
+    command = install_command(base_url(state, request), rotated.secret, rotated.member["hostname"])
+    return render(
+        request,
+        "member.html",
+        user,
+        install=command,
+        **_member_context(state, user, pool_id, member_id),
+    )
+
+
+@router.post("/pools/{pool_id}/members/{member_id}/delete")
+def delete_member(pool_id: int, member_id: int, state: State, user: FormUser) -> Response:
+    state.pools.delete_member(user.principal, pool_id, member_id)
+    return redirect(f"/pools/{pool_id}")
+
+
+@router.get("/pools/{pool_id}/settings")
+def settings_page(request: Request, pool_id: int, state: State, user: CurrentUser) -> HTMLResponse:
+    return render(
+        request, "settings.html", user, tab="settings", **_workspace(state, user, pool_id)
+    )
+
+
+@router.post("/pools/{pool_id}/settings")
+def save_settings(
+    request: Request,
+    pool_id: int,
+    state: State,
+    user: FormUser,
+    delay_s: Annotated[int, Form()],
+    haproxy_monitored: Annotated[str | None, Form()] = None,
+) -> Response:
+    try:
+        state.pools.set_failover(
+            user.principal, pool_id, delay_s=delay_s, haproxy_monitored=haproxy_monitored == "on"
+        )
+    except ServerCTLError as exc:
+        return render(
+            request,
+            "settings.html",
+            user,
+            exc.status_code,
+            tab="settings",
+            error=exc.message,
+            **_workspace(state, user, pool_id),
+        )
+    return render(
+        request,
+        "settings.html",
+        user,
+        tab="settings",
+        saved=True,
+        **_workspace(state, user, pool_id),
+    )
+
+
+@router.post("/pools/{pool_id}/delete")
+def delete_pool(pool_id: int, state: State, user: FormUser) -> Response:
+    state.pools.delete_pool(user.principal, pool_id)
+    return redirect("/pools")
+
+
+# -- administration -------------------------------------------------------------------------------
+
+
+def _admin_context(state: State, user: WebUser) -> dict[str, Any]:
+    return {
+        "users": state.operators.list_users(user.principal),
+        "tokens": state.operators.list_tokens(user.principal),
+    }
+
+
+@router.get("/admin")
+def admin_page(request: Request, state: State, user: CurrentUser) -> HTMLResponse:
+    return render(request, "admin.html", user, **_admin_context(state, user))
+
+
+@router.post("/admin/users")
+def admin_create_user(
+    request: Request,
+    state: State,
+    user: FormUser,
+    name: Annotated[str, Form()],
+    role: Annotated[str, Form()],
+) -> HTMLResponse:
+    try:
+        created, password = state.operators.create_user(user.principal, name.strip(), role)
+    except ServerCTLError as exc:
+        return render(
+            request,
+            "admin.html",
+            user,
+            exc.status_code,
+            error=exc.message,
+            **_admin_context(state, user),
+        )
+    return render(
+        request,
+        "admin.html",
+        user,
+        201,
+        shown_once=(f"password for {created['name']}", password),
+        **_admin_context(state, user),
+    )
+
+
+@router.post("/admin/users/{user_id}/delete")
+def admin_delete_user(request: Request, user_id: int, state: State, user: FormUser) -> Response:
+    try:
+        state.operators.delete_user(user.principal, user_id)
+    except ServerCTLError as exc:
+        return render(
+            request,
+            "admin.html",
+            user,
+            exc.status_code,
+            error=exc.message,
+            **_admin_context(state, user),
+        )
+    return redirect("/admin")
+
+
+@router.post("/admin/tokens")
+def admin_create_token(
+    request: Request,
+    state: State,
+    user: FormUser,
+    name: Annotated[str, Form()],
+    role: Annotated[str, Form()],
+) -> HTMLResponse:
+    try:
+        created, token = state.operators.create_token(user.principal, name, role)
+    except ServerCTLError as exc:
+        return render(
+            request,
+            "admin.html",
+            user,
+            exc.status_code,
+            error=exc.message,
+            **_admin_context(state, user),
+        )
+    return render(
+        request,
+        "admin.html",
+        user,
+        201,
+        shown_once=(f"API token {created['name']}", token),
+        **_admin_context(state, user),
+    )
+
+
+@router.post("/admin/tokens/{token_id}/revoke")
+def admin_revoke_token(token_id: int, state: State, user: FormUser) -> Response:
+    state.operators.revoke_token(user.principal, token_id)
+    return redirect("/admin")
+
+
+@router.get("/admin/audit")
+def audit_page(request: Request, state: State, user: CurrentUser, page: int = 1) -> HTMLResponse:
+    page = max(1, page)
+    entries, total = state.operators.audit_log(user.principal, 100, (page - 1) * 100)
+    return render(request, "audit.html", user, entries=entries, total=total, page=page)
+
+
+# -- wiring ---------------------------------------------------------------------------------------
 
 
 def install(app: FastAPI) -> None:
-    pass
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.include_router(router)
+
+    @app.exception_handler(LoginRequired)
+    async def _login_required(request: Request, exc: LoginRequired) -> Response:
+        if request.headers.get("hx-request"):
+            # An HTMX poll after the session ended: send the whole page to the login form.
+            return Response(status_code=204, headers={"HX-Redirect": login_url(exc.next_url)})
+        return redirect(login_url(exc.next_url))
+
+    @app.exception_handler(CsrfFailed)
+    async def _csrf(request: Request, exc: CsrfFailed) -> Response:
+        return HTMLResponse(
+            "<h1>403</h1><p>The form's CSRF token is missing or stale: reload "
+            "the page and try again.</p>",
+            status_code=403,
+        )
+
+    @app.exception_handler(ServerCTLError)
+    async def _errors(request: Request, exc: ServerCTLError) -> Response:
+        if request.url.path.startswith(("/api/", "/agent/")):
+            return json_error(exc)
+        return render(request, "error.html", None, exc.status_code, message=exc.message)
