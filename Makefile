@@ -1,0 +1,36 @@
+# ServerCTL: `make run` starts the control plane, `make test` installs what the tests need and
+# runs them all. `make install` is the set-up step both share.
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run test lint typecheck unit
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	scripts/ensure-python.sh
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+run: install
+	$(BIN)/serverctl serve
+
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+typecheck: install
+	$(BIN)/mypy
+	# The agent runs on hosts with Python 3.9: checked statically, as 3.9 is not installable here.
+	$(BIN)/mypy --strict --python-version 3.9 src/balctl
+	$(BIN)/vermin --quiet --no-tips --violations --target=3.9- --eval-annotations src/balctl
+
+test: install
+	scripts/install-test-packages.sh
+	$(MAKE) --no-print-directory lint typecheck
+	$(BIN)/pytest
+
+unit: install
+	$(BIN)/pytest tests/unit
