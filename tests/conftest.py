@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import collections.abc
 import os
-import socket
+import ssl
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,15 +19,10 @@ from serverctl.config import Settings
 from serverctl.db.migrate import upgrade
 from serverctl.domain.principal import SYSTEM
 from serverctl.state import AppState
+from support.util import free_port, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -65,10 +59,14 @@ class ServerProcess:
     process: subprocess.Popen[str]
     log_path: Path
     extra_env: dict[str, str] = field(default_factory=dict)
+    verify: ssl.SSLContext | bool = True
 
     def api(self) -> httpx.Client:
         return httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=10
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=10,
+            verify=self.verify,
         )
 
     def log(self) -> str:
@@ -78,38 +76,45 @@ class ServerProcess:
 def serverctl_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SERVERCTL_DATA_DIR": str(data_dir), "COLUMNS": "200"}
     return subprocess.run(
-        [str(VENV_BIN / "serverctl"), *args], env=env, capture_output=True, text=True,
-        timeout=60, check=False,
+        [str(VENV_BIN / "serverctl"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
-def wait_until(predicate: collections.abc.Callable[[], object], timeout: float,
-               interval: float = 0.1, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
-def start_server(tmp_path: Path, *extra_args: str, env: dict[str, str] | None = None,
-                 scheme: str = "http") -> ServerProcess:
+def start_server(
+    tmp_path: Path,
+    *extra_args: str,
+    env: dict[str, str] | None = None,
+    scheme: str = "http",
+    ca_file: Path | None = None,
+) -> ServerProcess:
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
     data_dir = tmp_path / "cp-data"
     port = free_port()
     log_path = tmp_path / "serverctl.log"
     full_env = {**os.environ, "SERVERCTL_DATA_DIR": str(data_dir), **(env or {})}
     log_file = log_path.open("w")
     process = subprocess.Popen(
-        [str(VENV_BIN / "serverctl"), "serve", "--host", "127.0.0.1", "--port", str(port),
-         *extra_args],
-        env=full_env, stdout=log_file, stderr=subprocess.STDOUT, text=True,
+        [
+            str(VENV_BIN / "serverctl"),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *extra_args,
+        ],
+        env=full_env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     log_file.close()
     url = f"{scheme}://127.0.0.1:{port}"
-    verify: str | bool = env.get("SSL_CERT_FILE", True) if env else True
 
     def ready() -> bool:
         if process.poll() is not None:
@@ -120,14 +125,13 @@ def start_server(tmp_path: Path, *extra_args: str, env: dict[str, str] | None = 
             return False
 
     wait_until(ready, 30, what="serverctl serve to answer /healthz")
-    password_line = next(
-        line for line in log_path.read_text().splitlines() if "with password" in line
-    )
-    password = password_line.rsplit(" ", 1)[-1].strip()
+    # Printed on the first start of a data directory only.
+    password_lines = [line for line in log_path.read_text().splitlines() if "with password" in line]
+    password = password_lines[0].rsplit(" ", 1)[-1].strip() if password_lines else ""
     created = serverctl_cli("tokens", "create", "--name", "tests", data_dir=data_dir)
     assert created.returncode == 0, created.stderr
     token = created.stdout.strip().splitlines()[-1]
-    return ServerProcess(url, data_dir, token, password, process, log_path, full_env)
+    return ServerProcess(url, data_dir, token, password, process, log_path, full_env, verify)
 
 
 def stop_process(process: subprocess.Popen[str], timeout: float = 10) -> None:

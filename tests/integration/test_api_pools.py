@@ -84,7 +84,9 @@ def test_adding_a_member_returns_its_secret_once_and_stores_only_a_hash(app_env)
         f"--server https://cp.example.net --key {member['secret']} --hostname edge-1"
     )
     assert member["health"] == {
-        "state": "pending", "heartbeat_age_s": None, "reason": "waiting for the first heartbeat"
+        "state": "pending",
+        "heartbeat_age_s": None,
+        "reason": "waiting for the first heartbeat",
     }
     again = app_env.client.get(f"/api/pools/{pool['id']}/members/{member['id']}").json()
     assert "secret" not in again and "install_command" not in again
@@ -109,7 +111,9 @@ def test_deleting_the_active_member_makes_the_oldest_standby_active(app_env):
     pool = _pool(app_env)
     first = _member(app_env, pool["id"], "edge-1")
     second = _member(app_env, pool["id"], "edge-2")
-    assert app_env.client.delete(f"/api/pools/{pool['id']}/members/{first['id']}").status_code == 204
+    assert (
+        app_env.client.delete(f"/api/pools/{pool['id']}/members/{first['id']}").status_code == 204
+    )
     after = app_env.client.get(f"/api/pools/{pool['id']}/members/{second['id']}").json()
     assert after["role"] == "active"
 
@@ -179,7 +183,9 @@ def test_viewer_reads_but_cannot_change(app_env):
 
 def test_operator_changes_pools_but_does_not_manage_users(app_env):
     operator = app_env.as_role("operator")
-    assert app_env.client.post("/api/pools", json={"name": "ops"}, headers=operator).status_code == 201
+    assert (
+        app_env.client.post("/api/pools", json={"name": "ops"}, headers=operator).status_code == 201
+    )
     denied = app_env.client.post("/api/users", json={"name": "eve"}, headers=operator)
     assert denied.status_code == 403
     assert app_env.client.get("/api/audit", headers=operator).status_code == 403

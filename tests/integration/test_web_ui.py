@@ -10,8 +10,9 @@ from serverctl.domain.principal import SYSTEM
 def _login(env, name="webadmin", role="admin"):
     env.client.headers.pop("Authorization", None)
     _, password = env.state.operators.create_user(SYSTEM, name, role)
-    answer = env.client.post("/login", data={"name": name, "password": password},
-                             follow_redirects=False)
+    answer = env.client.post(
+        "/login", data={"name": name, "password": password}, follow_redirects=False
+    )
     assert answer.status_code == 303
     page = env.client.get("/pools")
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
@@ -39,7 +40,8 @@ def test_login_never_redirects_off_site(app_env):
     app_env.client.headers.pop("Authorization")
     _, password = app_env.state.operators.create_user(SYSTEM, "bob", "admin")
     answer = app_env.client.post(
-        "/login", data={"name": "bob", "password": password, "next": "//evil.example/"},
+        "/login",
+        data={"name": "bob", "password": password, "next": "//evil.example/"},
         follow_redirects=False,
     )
     assert answer.headers["location"] == "/pools"
@@ -48,8 +50,9 @@ def test_login_never_redirects_off_site(app_env):
 def test_session_cookie_is_http_only(app_env):
     app_env.client.headers.pop("Authorization")
     _, password = app_env.state.operators.create_user(SYSTEM, "cat", "admin")
-    answer = app_env.client.post("/login", data={"name": "cat", "password": password},
-                                 follow_redirects=False)
+    answer = app_env.client.post(
+        "/login", data={"name": "cat", "password": password}, follow_redirects=False
+    )
     cookie = answer.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=lax" in cookie
 
@@ -64,14 +67,23 @@ def test_form_posts_without_the_csrf_token_are_refused_and_change_nothing(app_en
 
 def test_create_pool_and_member_from_the_ui_shows_the_install_command_once(app_env):
     csrf = _login(app_env)
-    created = app_env.client.post("/pools", data={"name": "production-edge", "template": "haproxy",
-                                                  "csrf_token": csrf}, follow_redirects=False)
+    created = app_env.client.post(
+        "/pools",
+        data={"name": "production-edge", "template": "haproxy", "csrf_token": csrf},
+        follow_redirects=False,
+    )
     assert created.status_code == 303
     pool_url = created.headers["location"].split("?")[0]
     overview = app_env.client.get(created.headers["location"])
     assert "setup-banner" in overview.text
-    added = app_env.client.post(f"{pool_url}/members", data={
-        "hostname": "edge-1", "allowed_ips": "203.0.113.10, 203.0.113.11", "csrf_token": csrf})
+    added = app_env.client.post(
+        f"{pool_url}/members",
+        data={
+            "hostname": "edge-1",
+            "allowed_ips": "203.0.113.10, 203.0.113.11",
+            "csrf_token": csrf,
+        },
+    )
     assert added.status_code == 201
     command = re.search(r'id="install-command-text">([^<]+)<', added.text).group(1)
     assert "--hostname edge-1" in command and "will not be shown again" in added.text
@@ -84,8 +96,10 @@ def test_create_pool_and_member_from_the_ui_shows_the_install_command_once(app_e
 def test_bad_member_input_in_the_ui_is_shown_and_keeps_the_form(app_env):
     csrf = _login(app_env)
     app_env.client.post("/pools", data={"name": "edge", "csrf_token": csrf})
-    answer = app_env.client.post("/pools/1/members", data={
-        "hostname": "edge-1", "allowed_ips": "not-an-ip", "csrf_token": csrf})
+    answer = app_env.client.post(
+        "/pools/1/members",
+        data={"hostname": "edge-1", "allowed_ips": "not-an-ip", "csrf_token": csrf},
+    )
     assert answer.status_code == 422
     assert "is not an IP address" in answer.text
     assert 'value="edge-1"' in answer.text
@@ -96,8 +110,10 @@ def test_viewer_sees_no_change_forms_and_is_refused_if_it_posts(app_env):
     csrf = _login(app_env, "vera", "viewer")
     page = app_env.client.get("/pools/1")
     assert "Add member" not in page.text
-    answer = app_env.client.post("/pools/1/members", data={
-        "hostname": "edge-1", "allowed_ips": "203.0.113.10", "csrf_token": csrf})
+    answer = app_env.client.post(
+        "/pools/1/members",
+        data={"hostname": "edge-1", "allowed_ips": "203.0.113.10", "csrf_token": csrf},
+    )
     assert answer.status_code == 403
     assert app_env.state.pools.list_members(SYSTEM, 1) == []
 
@@ -125,7 +141,9 @@ def test_settings_form_saves_failover_settings_and_shows_errors(app_env):
     saved = app_env.client.post("/pools/1/settings", data={"delay_s": "12", "csrf_token": csrf})
     assert "Saved." in saved.text
     assert app_env.state.pools.get_pool(SYSTEM, 1)["failover"] == {
-        "delay_s": 12, "haproxy_monitored": False}
+        "delay_s": 12,
+        "haproxy_monitored": False,
+    }
     bad = app_env.client.post("/pools/1/settings", data={"delay_s": "500", "csrf_token": csrf})
     assert bad.status_code == 422 and "10-120" in bad.text
 

@@ -1,0 +1,149 @@
+"""The heartbeat loop: tell the control plane, about once a second, that this host is alive.
+
+The loop never ends on its own: network errors, 5xx and refusals all back off (1, 2, 4 ... 30 s)
+and try again, because the operator may fix the cause (restart the control plane, add an
+allowed IP) without touching the agent. Logs change only when the state changes, so an outage
+is a few lines in the journal, not one per second.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Dict, Optional, Tuple
+
+from balctl import __version__
+from balctl.backoff import Backoff
+from balctl.config import AgentConfig
+from balctl.errors import TransportError
+from balctl.haproxy_probe import probe
+from balctl.paths import HostPaths
+from balctl.public_ip import resolve_ip
+from balctl.transport import ControlPlaneClient, JsonDict, describe_detail
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_PATH = "/api/agents/heartbeat"
+MIN_INTERVAL_S = 0.2
+MAX_INTERVAL_S = 60.0
+# A probed address is looked up again this often (and after any network error): DHCP and
+# interface changes happen, but not every second.
+IP_REFRESH_S = 60.0
+
+_OK: Tuple[Any, ...] = ("ok",)
+
+
+def build_payload(
+    cfg: AgentConfig, ip: Optional[str] = None, paths: Optional[HostPaths] = None
+) -> Dict[str, Any]:
+    """The heartbeat body. `ip` saves a probe when the caller already knows the address."""
+    return {
+        "ip": ip or resolve_ip(cfg.server, cfg.source_ip, cfg.public_ip),
+        "hostname": cfg.hostname,
+        "version": __version__,
+        "haproxy": probe(paths or HostPaths.from_env(), cfg.haproxy_pidfile),
+    }
+
+
+def clamp_interval(value: Any, default: float) -> float:
+    """The server's `heartbeat_interval_s`, kept within 0.2..60 s; `default` when unusable."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return default
+    return min(MAX_INTERVAL_S, max(MIN_INTERVAL_S, float(value)))
+
+
+class HeartbeatLoop:
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        client: ControlPlaneClient,
+        interval: float = 1.0,
+        paths: Optional[HostPaths] = None,
+        backoff: Optional[Backoff] = None,
+    ) -> None:
+        self.cfg = cfg
+        self.client = client
+        self.interval = clamp_interval(interval, 1.0)
+        self.paths = paths or HostPaths.from_env()
+        self.backoff = backoff or Backoff(initial=1.0, factor=2.0, cap=30.0, jitter=0.2)
+        # What the last beat looked like; a log line is written only when this changes.
+        self._state: Optional[Tuple[Any, ...]] = None
+        self._ip: Optional[str] = None
+        self._ip_at = 0.0
+
+    def run(self, stop: threading.Event) -> None:
+        """Beat until `stop` is set. Beats are spaced start to start, not end to start."""
+        logger.info(
+            "sending heartbeats to %s as %s every %g s",
+            self.client.origin,
+            self.cfg.hostname,
+            self.interval,
+        )
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                delay = self.beat()
+            except Exception:  # a bug must not silence the host: log it and keep beating
+                logger.exception("heartbeat failed unexpectedly")
+                delay = self._failed(("bug",), logging.ERROR, "heartbeat failed unexpectedly")
+            stop.wait(max(0.0, delay - (time.monotonic() - started)))
+        logger.info("heartbeat loop stopped")
+
+    def beat(self) -> float:
+        """Send one heartbeat; the number of seconds to wait before the next one."""
+        payload = build_payload(self.cfg, ip=self._address(), paths=self.paths)
+        try:
+            status, body = self.client.post_json(HEARTBEAT_PATH, payload)
+        except TransportError as exc:
+            self._ip = None  # the route may have changed: probe the address again
+            return self._failed(("unreachable",), logging.WARNING, str(exc))
+        if status == 200:
+            return self._succeeded(body)
+        detail = describe_detail(body)
+        if status in (401, 403):
+            # The control plane's reason says what to fix: revoked secret, source IP, hostname.
+            message = f"control plane refused the heartbeat ({status}): {detail}"
+            return self._failed(("refused", status, detail), logging.ERROR, message)
+        if status >= 500:
+            message = f"control plane error ({status}): {detail}"
+            return self._failed(("server", status, detail), logging.WARNING, message)
+        message = f"control plane rejected the heartbeat ({status}): {detail}"
+        return self._failed(("rejected", status, detail), logging.WARNING, message)
+
+    def _address(self) -> str:
+        now = time.monotonic()
+        if self._ip is None or now - self._ip_at >= IP_REFRESH_S:
+            self._ip = resolve_ip(self.cfg.server, self.cfg.source_ip, self.cfg.public_ip)
+            self._ip_at = now
+        return self._ip
+
+    def _succeeded(self, body: JsonDict) -> float:
+        if self._state != _OK:
+            if self._state is None:
+                logger.info("heartbeat accepted by %s", self.client.origin)
+            else:
+                logger.info(
+                    "heartbeat accepted again after %d failed attempts", self.backoff.failures
+                )
+            self._state = _OK
+        self.backoff.reset()
+        self.interval = clamp_interval(body.get("heartbeat_interval_s"), self.interval)
+        self._offer_jobs(body.get("jobs"))
+        return self.interval
+
+    def _offer_jobs(self, jobs: Any) -> None:
+        # The job runner (claim, run a handler from the fixed catalogue, report to
+        # POST /api/agents/jobs/complete) arrives with the jobs issue. Until then the agent only
+        # notes what it was offered and runs nothing.
+        if isinstance(jobs, list) and jobs:
+            logger.debug("control plane offered %d job(s); no job runner yet", len(jobs))
+
+    def _failed(self, state: Tuple[Any, ...], level: int, message: str) -> float:
+        delay = self.backoff.next_delay()
+        if state != self._state:
+            logger.log(level, "%s; retrying with backoff", message)
+            self._state = state
+        else:
+            logger.debug("%s; next attempt in %.1f s", message, delay)
+        return delay

@@ -1,0 +1,79 @@
+"""Every host path the agent touches, in one object.
+
+`BALCTL_ROOT` prefixes all of them, so tests (and the end-to-end fleet) can run the real agent
+under a temporary directory without touching /etc or /run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional
+
+ROOT_ENV = "BALCTL_ROOT"
+UNIT_NAME = "balctl-heartbeat.service"
+
+
+@dataclass(frozen=True)
+class HostPaths:
+    root: str
+    etc_dir: Path
+    agent_env: Path
+    ca_pem: Path
+    haproxy_dir: Path
+    haproxy_run_dir: Path
+    admin_socket: Path
+    systemd_unit_dir: Path
+    run_systemd_system: Path
+    lib_dir: Path
+    run_dir: Path
+    log_dir: Path
+
+    @classmethod
+    def under(cls, root: str = "") -> HostPaths:
+        # An absolute root keeps the paths independent of the working directory; "" is "/".
+        base = os.path.abspath(root).rstrip("/") if root else ""
+
+        def at(path: str) -> Path:
+            return Path(base + path)
+
+        return cls(
+            root=base,
+            etc_dir=at("/etc/balctl"),
+            agent_env=at("/etc/balctl/agent.env"),
+            ca_pem=at("/etc/balctl/ca.pem"),
+            haproxy_dir=at("/etc/haproxy"),
+            haproxy_run_dir=at("/run/haproxy"),
+            admin_socket=at("/run/haproxy/admin.sock"),
+            systemd_unit_dir=at("/etc/systemd/system"),
+            run_systemd_system=at("/run/systemd/system"),
+            lib_dir=at("/usr/local/lib/balctl"),
+            run_dir=at("/run/balctl"),
+            log_dir=at("/var/log/balctl"),
+        )
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> HostPaths:
+        env = os.environ if environ is None else environ
+        return cls.under(env.get(ROOT_ENV, ""))
+
+    @property
+    def pyz(self) -> Path:
+        return self.lib_dir / "balctl.pyz"
+
+    @property
+    def unit_file(self) -> Path:
+        return self.systemd_unit_dir / UNIT_NAME
+
+    @property
+    def pidfile(self) -> Path:
+        return self.run_dir / "balctl.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.log_dir / "agent.log"
+
+    def systemd_running(self) -> bool:
+        """True when systemd is PID 1 here: the same test as sd_booted(3)."""
+        return self.run_systemd_system.is_dir()

@@ -1,0 +1,97 @@
+"""A loopback control plane and test data shared by the agent's unit tests."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+KEY = "k" * 40 + "SECRET42"
+
+# A self-signed CA certificate (no key kept anywhere): enough to load as a pinned CA bundle.
+TEST_CA_PEM = """\
+-----BEGIN CERTIFICATE-----
+MIIBiDCCAS+gAwIBAgIUG0+5QcOEryPkQg00TJI0RVPxkS8wCgYIKoZIzj0EAwIw
+GTEXMBUGA1UEAwwOYmFsY3RsIHRlc3QgQ0EwIBcNMjYxMTI0MDM0OTA1WhgPMjEy
+NjEwMzEwMzQ5MDVaMBkxFzAVBgNVBAMMDmJhbGN0bCB0ZXN0IENBMFkwEwYHKoZI
+zj0CAQYIKoZIzj0DAQcDQgAE26LhByntoTDq4Rd6BcPfWOnxSQQlw9agi1BvdeXF
+rI05c4E6fmjDg9GAiwyIrh4ocT4X6F24uprlXG6EikQsPaNTMFEwHQYDVR0OBBYE
+FOAeezFx9vL6hBveqU98HDvHSwdlMB8GA1UdIwQYMBaAFOAeezFx9vL6hBveqU98
+HDvHSwdlMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIgDLcZIE5a
+tB2aRPNRYfwEJvdyTH9vI23QgsuhQKMEN8wCIGLrcHEd2q4SsOaphI3C5Ympebin
+Tp8KQfU6YENbwBgY
+-----END CERTIFICATE-----
+"""
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = field(default_factory=lambda: {"ok": True, "jobs": []})
+    raw: bytes | None = None  # sent as is, as text/plain, instead of JSON
+    drop_after: bool = False  # close the connection after answering, without saying so
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    json: Any
+    client_port: int
+
+
+class FakeControlPlane:
+    """A real HTTP/1.1 server on 127.0.0.1 that records requests and answers from `replies`."""
+
+    def __init__(self) -> None:
+        self.requests: list[Seen] = []
+        self.replies: list[Reply] = []
+        self.default = Reply()
+        plane = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the agent expects
+            timeout = 5
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                raw = self.rfile.read(length)
+                plane.requests.append(
+                    Seen(
+                        "POST",
+                        self.path,
+                        {k.lower(): v for k, v in self.headers.items()},
+                        json.loads(raw) if raw else None,
+                        self.client_address[1],
+                    )
+                )
+                reply = plane.replies.pop(0) if plane.replies else plane.default
+                data = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()
+                kind = "text/plain" if reply.raw is not None else "application/json"
+                self.send_response(reply.status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                if reply.drop_after:
+                    self.close_connection = True
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+
+    def __enter__(self) -> FakeControlPlane:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(5)
