@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx2 as httpx
 
-from conftest import serverctl_cli, start_server, stop_process
 from support.agent import Agent, download_zipapp
+from support.server import serverctl_cli, start_server, stop_process
 from support.tls import make_ca_and_server_cert
 from support.util import wait_until
 

@@ -151,7 +151,7 @@ def overview(
 
 @router.get("/pools/{pool_id}/cards")
 def overview_cards(request: Request, pool_id: int, state: State, user: CurrentUser) -> HTMLResponse:
-    return render(request, "_cards.html", user, **_workspace(state, user, pool_id))
+    return render(request, "_cards.html", user, oob=True, **_workspace(state, user, pool_id))
 
 
 @router.post("/pools/{pool_id}/members")
@@ -203,7 +203,11 @@ def member_live(
     request: Request, pool_id: int, member_id: int, state: State, user: CurrentUser
 ) -> HTMLResponse:
     return render(
-        request, "_member_live.html", user, **_member_context(state, user, pool_id, member_id)
+        request,
+        "_member_live.html",
+        user,
+        oob=True,
+        **_member_context(state, user, pool_id, member_id),
     )
 
 
