@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -38,7 +39,8 @@ class Settings(BaseSettings):
     )
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    trusted_proxies: list[IPNetwork] = Field(
+    # NoDecode: a comma-separated list in the environment, not JSON.
+    trusted_proxies: Annotated[list[IPNetwork], NoDecode] = Field(
         default_factory=list,
         description="Peers whose CF-Connecting-IP / X-Real-IP / X-Forwarded-For are believed.",
     )
