@@ -35,7 +35,10 @@ def test_a_toml_file_named_in_the_environment_is_read(monkeypatch, tmp_path):
     monkeypatch.setenv("SERVERCTL_HOST", "0.0.0.0")
     settings = Settings()
     assert (settings.port, settings.public_url, settings.host) == (
-        9443, "https://cp.example.net", "0.0.0.0")
+        9443,
+        "https://cp.example.net",
+        "0.0.0.0",
+    )
 
 
 def test_environment_wins_over_the_toml_file(monkeypatch, tmp_path):
