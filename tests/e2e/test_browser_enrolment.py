@@ -4,27 +4,18 @@ it shows on a host, and watch the member card turn green without reloading the p
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from support.agent import stop_background_agent
 from support.browser import chromium
 from support.haproxy import HAProxy
 from support.util import free_port
 
 pytestmark = pytest.mark.browser
 MEMBER_IP = "127.0.0.2"
-
-
-def _kill_agent(root: Path) -> None:
-    pidfile = root / "run/balctl/balctl.pid"
-    if pidfile.exists():
-        try:
-            os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
-        except (ProcessLookupError, ValueError):
-            pass
 
 
 def test_enrol_a_member_from_the_browser_and_see_it_turn_green(server, tmp_path):
@@ -89,5 +80,5 @@ def test_enrol_a_member_from_the_browser_and_see_it_turn_green(server, tmp_path)
             assert page.inner_text("#member-health").lower() == "healthy"
             page.screenshot(path=str(shots / "member-tab.png"), full_page=True)
     finally:
-        _kill_agent(host_root)
+        stop_background_agent(host_root)
         haproxy.kill()

@@ -56,6 +56,13 @@ def _state(server, pool):
     return _member(server, pool)["health"]["state"]
 
 
+def _enrol_and_start(server, pool, agent):
+    enrolled = agent.enrol(server.url, pool["member"]["secret"], "edge-1", "--source-ip", MEMBER_IP)
+    assert enrolled.returncode == 0, enrolled.stderr
+    agent.start()
+    wait_until(lambda: _state(server, pool) == "healthy", 5, what="a healthy member")
+
+
 def test_agent_enrols_turns_healthy_within_3s_and_unhealthy_after_the_delay(server, pool, agent):
     enrolled = agent.enrol(server.url, pool["member"]["secret"], "edge-1", "--source-ip", MEMBER_IP)
     assert enrolled.returncode == 0, enrolled.stderr
@@ -94,14 +101,7 @@ def test_agent_enrols_turns_healthy_within_3s_and_unhealthy_after_the_delay(serv
 
 
 def test_haproxy_dying_turns_the_member_unhealthy(server, pool, agent, haproxy):
-    assert (
-        agent.enrol(
-            server.url, pool["member"]["secret"], "edge-1", "--source-ip", MEMBER_IP
-        ).returncode
-        == 0
-    )
-    agent.start()
-    wait_until(lambda: _state(server, pool) == "healthy", 5, what="a healthy member")
+    _enrol_and_start(server, pool, agent)
     haproxy.kill()
     wait_until(lambda: _state(server, pool) == "unhealthy", 5, what="HAProxy down to show")
     assert _member(server, pool)["health"]["reason"] == (
@@ -225,14 +225,7 @@ def test_forged_forwarding_header_from_an_untrusted_peer_is_ignored(server, pool
 
 
 def test_revoked_secret_stops_the_running_agent_with_a_reason(server, pool, agent):
-    assert (
-        agent.enrol(
-            server.url, pool["member"]["secret"], "edge-1", "--source-ip", MEMBER_IP
-        ).returncode
-        == 0
-    )
-    agent.start()
-    wait_until(lambda: _state(server, pool) == "healthy", 5, what="a healthy member")
+    _enrol_and_start(server, pool, agent)
     with server.api() as api:
         url = f"/api/pools/{pool['pool']['id']}/members/{pool['member']['id']}/rotate-secret"
         assert api.post(url).status_code == 200

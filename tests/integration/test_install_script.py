@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.server
 import os
 import shutil
-import signal
 import stat
 import subprocess
 import threading
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from support.agent import stop_background_agent
 from support.haproxy import HAProxy
 from support.util import free_port, wait_until
 
@@ -54,15 +54,6 @@ def _run_install(
     )
 
 
-def _kill_background_agent(root: Path) -> None:
-    pidfile = root / "run/balctl/balctl.pid"
-    if pidfile.exists():
-        try:
-            os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
-        except (ProcessLookupError, ValueError):
-            pass
-
-
 def _health(server, member):
     with server.api() as api:
         url = f"/api/pools/{member['pool']['id']}/members/{member['id']}"
@@ -89,7 +80,7 @@ def test_install_without_systemd_starts_the_agent_in_the_background(server, memb
         assert (root / "run/balctl/balctl.pid").exists()
         wait_until(lambda: _health(server, member) == "healthy", 10, what="a healthy member")
     finally:
-        _kill_background_agent(root)
+        stop_background_agent(root)
         haproxy.kill()
 
 

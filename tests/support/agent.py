@@ -77,3 +77,13 @@ class Agent:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def stop_background_agent(root: Path) -> None:
+    """Stop an agent that install.sh started in background mode (no systemd) under `root`."""
+    pidfile = root / "run/balctl/balctl.pid"
+    if pidfile.exists():
+        try:
+            os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
+        except (ProcessLookupError, ValueError):
+            pass

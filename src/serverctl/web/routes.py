@@ -291,16 +291,24 @@ def delete_pool(pool_id: int, state: State, user: FormUser) -> Response:
 # -- administration -------------------------------------------------------------------------------
 
 
-def _admin_context(state: State, user: WebUser) -> dict[str, Any]:
-    return {
-        "users": state.operators.list_users(user.principal),
-        "tokens": state.operators.list_tokens(user.principal),
-    }
+def _admin(
+    request: Request, state: State, user: WebUser, status: int = 200, **extra: Any
+) -> HTMLResponse:
+    """The users-and-tokens page, with whatever the action wants to show on it."""
+    return render(
+        request,
+        "admin.html",
+        user,
+        status,
+        users=state.operators.list_users(user.principal),
+        tokens=state.operators.list_tokens(user.principal),
+        **extra,
+    )
 
 
 @router.get("/admin")
 def admin_page(request: Request, state: State, user: CurrentUser) -> HTMLResponse:
-    return render(request, "admin.html", user, **_admin_context(state, user))
+    return _admin(request, state, user)
 
 
 @router.post("/admin/users")
@@ -314,21 +322,9 @@ def admin_create_user(
     try:
         created, password = state.operators.create_user(user.principal, name.strip(), role)
     except ServerCTLError as exc:
-        return render(
-            request,
-            "admin.html",
-            user,
-            exc.status_code,
-            error=exc.message,
-            **_admin_context(state, user),
-        )
-    return render(
-        request,
-        "admin.html",
-        user,
-        201,
-        shown_once=(f"password for {created['name']}", password),
-        **_admin_context(state, user),
+        return _admin(request, state, user, exc.status_code, error=exc.message)
+    return _admin(
+        request, state, user, 201, shown_once=(f"password for {created['name']}", password)
     )
 
 
@@ -337,14 +333,7 @@ def admin_delete_user(request: Request, user_id: int, state: State, user: FormUs
     try:
         state.operators.delete_user(user.principal, user_id)
     except ServerCTLError as exc:
-        return render(
-            request,
-            "admin.html",
-            user,
-            exc.status_code,
-            error=exc.message,
-            **_admin_context(state, user),
-        )
+        return _admin(request, state, user, exc.status_code, error=exc.message)
     return redirect("/admin")
 
 
@@ -359,22 +348,8 @@ def admin_create_token(
     try:
         created, token = state.operators.create_token(user.principal, name, role)
     except ServerCTLError as exc:
-        return render(
-            request,
-            "admin.html",
-            user,
-            exc.status_code,
-            error=exc.message,
-            **_admin_context(state, user),
-        )
-    return render(
-        request,
-        "admin.html",
-        user,
-        201,
-        shown_once=(f"API token {created['name']}", token),
-        **_admin_context(state, user),
-    )
+        return _admin(request, state, user, exc.status_code, error=exc.message)
+    return _admin(request, state, user, 201, shown_once=(f"API token {created['name']}", token))
 
 
 @router.post("/admin/tokens/{token_id}/revoke")
