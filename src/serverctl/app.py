@@ -12,9 +12,10 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
 from serverctl import __version__
-from serverctl.api import agents, errors, operators, pools
+from serverctl.api import agents, errors, jobs, operators, pools
 from serverctl.config import Settings
 from serverctl.loops import flush
+from serverctl.loops import jobs as jobs_loop
 from serverctl.state import AppState
 from serverctl.web import routes as web
 
@@ -27,16 +28,21 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         count = await asyncio.to_thread(state.pools.load_live_state)
+        await asyncio.to_thread(state.jobs.load_hints)
         log.info("loaded %d members into the live state", count)
-        flusher = asyncio.create_task(
-            flush.run(state.db, state.live, settings.last_seen_flush_s), name="flush"
-        )
+        tasks = [
+            asyncio.create_task(
+                flush.run(state.db, state.live, settings.last_seen_flush_s), name="flush"
+            ),
+            asyncio.create_task(jobs_loop.run(state.jobs, state.schedules), name="jobs"),
+        ]
         try:
             yield
         finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             # Keep the last-seen times of a clean shutdown.
             await asyncio.to_thread(flush.flush_once, state.db, state.live, include_seen=True)
 
@@ -57,6 +63,7 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
 
     app.include_router(pools.router)
     app.include_router(operators.router)
+    app.include_router(jobs.router)
     app.include_router(agents.router)
     web.install(app)
     return app

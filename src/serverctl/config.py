@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     )
     heartbeat_interval_s: float = Field(default=1.0, ge=0.2, le=60)
     last_seen_flush_s: float = Field(default=5.0, ge=0.5, le=60)
+    job_pending_ttl_s: int = Field(
+        default=3600, ge=60, description="A job nobody claims in this time is timed out."
+    )
     config_file: Path | None = None
 
     @field_validator("trusted_proxies", mode="before")

@@ -7,6 +7,7 @@ and answers every refusal with a 4xx and a reason (never a 5xx).
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -16,9 +17,10 @@ from serverctl.agent_dist import build_zipapp, install_script
 from serverctl.api.deps import State, source_ip
 from serverctl.domain.agents import AgentRequest
 from serverctl.domain.heartbeat import MAX_BODY_BYTES
-from serverctl.errors import AgentAuthError
+from serverctl.errors import AgentAuthError, ServerCTLError
 
 router = APIRouter(tags=["agents"])
+log = logging.getLogger(__name__)
 
 
 async def _read_body(request: Request) -> bytes:
@@ -55,13 +57,39 @@ def _refused(exc: AgentAuthError) -> JSONResponse:
 @router.post("/api/agents/heartbeat")
 async def heartbeat(request: Request, state: State) -> Response:
     try:
-        state.gate.heartbeat(await _agent_request(request))
+        member, _ = state.gate.heartbeat(await _agent_request(request))
     except AgentAuthError as exc:
         return _refused(exc)
-    # Pending jobs are handed out here once the job engine exists (the jobs issue).
+    jobs: list[dict[str, Any]] = []
+    if member.jobs_hint:
+        try:
+            jobs = await asyncio.to_thread(state.jobs.claim, member.member_id)
+        except Exception:  # noqa: BLE001 - the agent must get its answer; it asks again in 1 s
+            log.exception("claiming a job for member %s failed", member.member_id)
     return JSONResponse(
-        {"ok": True, "jobs": [], "heartbeat_interval_s": state.settings.heartbeat_interval_s}
+        {"ok": True, "jobs": jobs, "heartbeat_interval_s": state.settings.heartbeat_interval_s}
     )
+
+
+@router.post("/api/agents/jobs/complete")
+async def complete_job(request: Request, state: State) -> Response:
+    try:
+        member, done = state.gate.completion(await _agent_request(request))
+    except AgentAuthError as exc:
+        return _refused(exc)
+    try:
+        final = await asyncio.to_thread(
+            state.jobs.complete,
+            member.member_id,
+            done.job_id,
+            done.state,
+            done.summary,
+            done.output,
+            done.result,
+        )
+    except ServerCTLError as exc:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+    return JSONResponse({"ok": True, "state": final})
 
 
 @router.post("/api/agents/enrol")

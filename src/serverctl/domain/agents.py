@@ -17,6 +17,8 @@ from serverctl.domain import secrets
 from serverctl.domain.heartbeat import (
     EnrolPayload,
     HeartbeatPayload,
+    JobCompletion,
+    parse_completion,
     parse_enrolment,
     parse_heartbeat,
 )
@@ -48,6 +50,12 @@ class AgentGate:
             version=payload.version,
             haproxy=payload.haproxy.model_dump(exclude_none=True),
         )
+        return member, payload
+
+    def completion(self, request: AgentRequest) -> tuple[MemberLive, JobCompletion]:
+        member = self._authenticate(request)
+        payload = self._checked(member, request, parse_completion)
+        self._check_hostname(member, request, payload.hostname)
         return member, payload
 
     def enrol(self, request: AgentRequest) -> tuple[MemberLive, EnrolPayload]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from ipaddress import IPv4Address
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from pydantic import ValidationError as PydanticValidationError
@@ -91,3 +91,22 @@ def parse_enrolment(raw: bytes) -> EnrolPayload:
         return EnrolPayload.model_validate(data)
     except PydanticValidationError as exc:
         raise BadPayload(f"invalid enrolment: {_describe(exc)}") from None
+
+
+class JobCompletion(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    hostname: StrictStr = Field(min_length=1, max_length=253)
+    job_id: int = Field(ge=1, strict=True)
+    state: Literal["completed", "failed"]
+    summary: StrictStr = Field(default="", max_length=2000)
+    output: StrictStr | None = Field(default=None, max_length=200_000)
+    result: dict[str, Any] | None = None
+
+
+def parse_completion(raw: bytes) -> JobCompletion:
+    data = parse_json(raw)
+    try:
+        return JobCompletion.model_validate(data)
+    except PydanticValidationError as exc:
+        raise BadPayload(f"invalid job completion: {_describe(exc)}") from None

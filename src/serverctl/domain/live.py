@@ -15,6 +15,8 @@ from typing import Any
 
 from serverctl.domain.validation import IPNetwork, parse_networks
 
+RETAINED_KEYS = ("topology", "admin_socket")
+
 
 @dataclass
 class Rejection:
@@ -36,6 +38,12 @@ class MemberLive:
     haproxy: dict[str, Any] | None = None
     enrolled_at: datetime | None = None
     last_rejection: Rejection | None = None
+    # Set when this member may have queued work: only then does a heartbeat ask the database.
+    jobs_hint: bool = False
+    # `show stat` / `show info` summaries: live only, never written to the database.
+    stats: dict[str, Any] | None = None
+    info: dict[str, Any] | None = None
+    stats_at: datetime | None = None
     # What the flusher still has to write.
     changed: bool = False
     seen: bool = False
@@ -121,6 +129,18 @@ class LiveState:
         version: str,
         haproxy: dict[str, Any],
     ) -> None:
+        # The agent sends its stats summaries every few seconds and its topology when it
+        # changes; between those, heartbeats leave them out and the last ones stand.
+        stats = haproxy.pop("stats", None)
+        info = haproxy.pop("info", None)
+        if isinstance(stats, dict):
+            member.stats, member.stats_at = stats, now
+        if isinstance(info, dict):
+            member.info = info
+        previous = member.haproxy or {}
+        for key in RETAINED_KEYS:
+            if key not in haproxy and key in previous:
+                haproxy[key] = previous[key]
         if member.ip != ip or member.version != version or member.haproxy != haproxy:
             member.ip, member.version, member.haproxy = ip, version, haproxy
             member.changed = True

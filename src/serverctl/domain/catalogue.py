@@ -1,0 +1,120 @@
+"""The fixed catalogue of jobs an agent runs, with the parameters each one takes.
+
+The agent checks parameters again on its side; here they are checked before anything is queued,
+so an operator hears at once (422) what is wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import ValidationError as PydanticValidationError
+
+from serverctl.errors import ValidationError
+
+
+class JobState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+
+TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.TIMED_OUT})
+
+# HAProxy proxy and server names as the runtime API takes them.
+HaproxyName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerStateParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backend: HaproxyName
+    server: HaproxyName
+    state: Literal["ready", "drain", "maint"]
+
+
+class AgentUpdateParams(BaseModel):
+    """Filled in by the control plane (its own zipapp's URL and SHA-256), never by operators."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(max_length=2048)
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    title: str
+    params: type[BaseModel]
+    timeout_s: int
+    # Needs HAProxy on the host: refused on a Generic Linux pool whose agent reports none.
+    needs_haproxy: bool
+
+
+CATALOGUE: dict[str, JobKind] = {
+    kind.name: kind
+    for kind in (
+        JobKind("haproxy.install", "Install HAProxy", NoParams, 900, needs_haproxy=False),
+        JobKind("haproxy.validate", "Validate configuration", NoParams, 60, needs_haproxy=True),
+        JobKind("haproxy.reload", "Reload HAProxy", NoParams, 120, needs_haproxy=True),
+        JobKind(
+            "haproxy.server_state",
+            "Set backend server state",
+            ServerStateParams,
+            60,
+            needs_haproxy=True,
+        ),
+        JobKind(
+            "haproxy.admin_socket.enable",
+            "Enable admin stats socket",
+            NoParams,
+            120,
+            needs_haproxy=True,
+        ),
+        JobKind(
+            "haproxy.admin_socket.disable",
+            "Disable admin stats socket",
+            NoParams,
+            120,
+            needs_haproxy=True,
+        ),
+        JobKind("agent.update", "Update the agent", AgentUpdateParams, 300, needs_haproxy=False),
+    )
+}
+
+# A recipe's own job: never handed to an agent; its steps are ordinary jobs.
+RECIPE_JOB = "recipe"
+
+
+def kind(job_type: str) -> JobKind:
+    found = CATALOGUE.get(job_type)
+    if found is None:
+        raise ValidationError(
+            f"unknown job type {job_type!r}; the catalogue has: {', '.join(sorted(CATALOGUE))}"
+        )
+    return found
+
+
+def validate_params(job_type: str, params: Any) -> dict[str, Any]:
+    job_kind = kind(job_type)
+    if not isinstance(params, dict):
+        raise ValidationError(f"params of {job_type} must be a JSON object")
+    try:
+        checked = job_kind.params.model_validate(params)
+    except PydanticValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'params'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ValidationError(f"bad params for {job_type}: {problems}") from None
+    return checked.model_dump()

@@ -1,0 +1,563 @@
+"""Jobs: queued by operators, cron, recipes or failover; run by the member's agent.
+
+Life of a job: `pending` → `running` (claimed by a heartbeat) → `completed` | `failed`, or
+`cancelled` by an operator, or `timed_out` when no result comes within its timeout (or nobody
+claims it within the pending time limit). Every rule here uses only database timestamps, so a
+control-plane restart loses nothing and leaves nothing `running` for ever.
+
+A member runs one job at a time: a heartbeat claims the oldest pending job only when none is
+running, so each job's timeout starts when it really starts. A recipe is a job of its own
+(never sent to an agent) whose steps are ordinary jobs queued one after the other.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from serverctl.agent_dist import build_zipapp
+from serverctl.db.models import Job, Member, Pool
+from serverctl.db.session import Database
+from serverctl.db.types import utcnow
+from serverctl.domain import audit, catalogue, recipes
+from serverctl.domain.catalogue import RECIPE_JOB, TERMINAL, JobState
+from serverctl.domain.live import LiveState
+from serverctl.domain.principal import Principal
+from serverctl.errors import Conflict, NotFound, ValidationError
+
+log = logging.getLogger(__name__)
+
+MAX_OUTPUT = 64 * 1024
+MAX_SUMMARY = 500
+# Time for the agent's completion to arrive after its own command timeout.
+COMPLETION_GRACE_S = 10
+SOURCES = ("operator", "cron", "recipe", "failover")
+
+
+@dataclass(frozen=True)
+class Enqueue:
+    """What to queue; `source`/`enqueued_by` say who or what asked for it."""
+
+    pool_id: int
+    member_id: int
+    job_type: str
+    params: dict[str, Any]
+    source: str = "operator"
+    idempotency_key: str | None = None
+    timeout_s: int | None = None
+    # Where agents reach this control plane (for agent.update); default: the configured URL.
+    base_url: str | None = None
+
+
+def bounded_output(text: str | None) -> str | None:
+    if text is None or len(text) <= MAX_OUTPUT:
+        return text
+    cut = len(text) - MAX_OUTPUT
+    return f"[... {cut} characters cut]\n" + text[-MAX_OUTPUT:]
+
+
+def job_view(job: Job, steps: list[Job] | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": job.id,
+        "pool_id": job.pool_id,
+        "member_id": job.member_id,
+        "parent_id": job.parent_id,
+        "step_index": job.step_index,
+        "type": job.type,
+        "params": job.params,
+        "state": job.state,
+        "source": job.source,
+        "enqueued_by": job.enqueued_by,
+        "idempotency_key": job.idempotency_key,
+        "timeout_s": job.timeout_s,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "summary": job.summary,
+        "output": job.output,
+        "result": job.result,
+    }
+    if job.type == RECIPE_JOB:
+        view["steps"] = [
+            {"index": i, "type": t, "state": _step_state(steps or [], i)}
+            for i, t in enumerate(job.params.get("steps", []))
+        ]
+    return view
+
+
+def _step_state(steps: list[Job], index: int) -> str:
+    for step in steps:
+        if step.step_index == index:
+            return step.state
+    return "waiting"
+
+
+class JobService:
+    def __init__(
+        self,
+        db: Database,
+        live: LiveState,
+        pending_ttl_s: int = 3600,
+        public_url: str | None = None,
+    ) -> None:
+        self.db = db
+        self.live = live
+        self.pending_ttl = timedelta(seconds=pending_ttl_s)
+        self.public_url = public_url
+
+    # -- queueing -------------------------------------------------------------------------------
+
+    def enqueue(self, principal: Principal, request: Enqueue) -> dict[str, Any]:
+        if request.source == "operator":
+            principal.require("operator")
+        params = request.params
+        if request.job_type == "agent.update":
+            params = self._agent_update_params(request)
+        params = catalogue.validate_params(request.job_type, params)
+        timeout = request.timeout_s or catalogue.kind(request.job_type).timeout_s
+        if not 5 <= timeout <= 86_400:
+            raise ValidationError(f"timeout_s must be 5-86400 seconds, not {timeout}")
+        try:
+            with self.db.session() as s:
+                pool, member = self._target(s, request.pool_id, request.member_id)
+                existing = self._by_key(s, member.id, request.idempotency_key)
+                if existing is not None:
+                    return job_view(existing, self._steps(s, existing))
+                self._check_host(pool, member, request.job_type)
+                job = self._add(
+                    s,
+                    principal,
+                    pool,
+                    member,
+                    request.job_type,
+                    params,
+                    timeout,
+                    request.source,
+                    request.idempotency_key,
+                )
+                return job_view(job)
+        except IntegrityError:
+            # Two callers raced with the same idempotency key: the first one's job stands.
+            with self.db.session() as s:
+                found = self._by_key(s, request.member_id, request.idempotency_key)
+                if found is None:
+                    raise
+                return job_view(found)
+        finally:
+            self._hint(request.member_id)
+
+    def start_recipe(
+        self,
+        principal: Principal,
+        pool_id: int,
+        member_id: int,
+        recipe_id: str,
+        action: str,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        principal.require("operator")
+        found = recipes.recipe(recipe_id)
+        steps = found.apply_steps if action == "apply" else found.disable_steps
+        if not steps:
+            raise ValidationError(f"recipe {recipe_id!r} has no {action} action")
+        with self.db.session() as s:
+            pool, member = self._target(s, pool_id, member_id)
+            existing = self._by_key(s, member.id, idempotency_key)
+            if existing is not None:
+                return job_view(existing, self._steps(s, existing))
+            for step in steps:
+                self._check_host(pool, member, step)
+            total = sum(catalogue.kind(step).timeout_s for step in steps)
+            parent = self._add(
+                s,
+                principal,
+                pool,
+                member,
+                RECIPE_JOB,
+                {"recipe": recipe_id, "action": action, "steps": list(steps)},
+                total,
+                "operator",
+                idempotency_key,
+            )
+            parent.state = JobState.RUNNING
+            parent.started_at = utcnow()
+            first = self._add_step(s, parent, 0)
+            view = job_view(parent, [first])
+        self._hint(member_id)
+        return view
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def list_jobs(
+        self,
+        principal: Principal,
+        pool_id: int,
+        member_id: int | None = None,
+        state: str | None = None,
+        job_type: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        principal.require("viewer")
+        if state is not None and state not in set(JobState):
+            raise ValidationError(f"state must be one of {', '.join(JobState)}, not {state!r}")
+        with self.db.session() as s:
+            query = select(Job).where(Job.pool_id == pool_id)
+            if s.get(Pool, pool_id) is None:
+                raise NotFound(f"no pool with id {pool_id}")
+            if member_id is not None:
+                self._target(s, pool_id, member_id)
+                query = query.where(Job.member_id == member_id)
+            if state is not None:
+                query = query.where(Job.state == state)
+            if job_type is not None:
+                query = query.where(Job.type == job_type)
+            total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = list(s.scalars(query.order_by(Job.id.desc()).limit(limit).offset(offset)))
+            return [job_view(j, self._steps(s, j)) for j in rows], total
+
+    def get(self, principal: Principal, job_id: int) -> dict[str, Any]:
+        principal.require("viewer")
+        with self.db.session() as s:
+            job = self._job(s, job_id)
+            return job_view(job, self._steps(s, job))
+
+    def cancel(self, principal: Principal, job_id: int) -> dict[str, Any]:
+        principal.require("operator")
+        with self.db.session() as s:
+            job = self._job(s, job_id)
+            if job.state in TERMINAL:
+                raise Conflict(f"job {job_id} is already {job.state}")
+            self._finish(s, job, JobState.CANCELLED, f"cancelled by {principal.actor}")
+            for step in self._steps(s, job):
+                if step.state not in TERMINAL:
+                    self._finish(s, step, JobState.CANCELLED, "its recipe was cancelled")
+            audit.record(s, principal, "job.cancel", f"job:{job.id}", {"type": job.type})
+            if job.parent_id is not None:
+                self._advance(s, job)
+            return job_view(job, self._steps(s, job))
+
+    def recipe_states(
+        self, principal: Principal, pool_id: int, member_id: int
+    ) -> list[dict[str, Any]]:
+        """Each recipe with its completion state on the host and its latest run."""
+        principal.require("viewer")
+        with self.db.session() as s:
+            _, member = self._target(s, pool_id, member_id)
+            live = self.live.members.get(member_id)
+            block = (live.haproxy if live else member.haproxy) or {}
+            out = []
+            recent = list(
+                s.scalars(
+                    select(Job)
+                    .where(Job.member_id == member_id, Job.type == RECIPE_JOB)
+                    .order_by(Job.id.desc())
+                    .limit(50)
+                )
+            )
+            for found in recipes.RECIPES.values():
+                last = next((j for j in recent if j.params.get("recipe") == found.id), None)
+                out.append(
+                    {
+                        "id": found.id,
+                        "title": found.title,
+                        "description": found.description,
+                        "state_label": found.state_label,
+                        "completed": found.read_state(block),
+                        "apply_steps": list(found.apply_steps),
+                        "disable_steps": list(found.disable_steps),
+                        "note": found.operator_note,
+                        "last_job": job_view(last, self._steps(s, last)) if last else None,
+                    }
+                )
+            return out
+
+    # -- the agent side -------------------------------------------------------------------------
+
+    def claim(self, member_id: int) -> list[dict[str, Any]]:
+        """Hand the member's oldest pending job to its agent, when none is running."""
+        with self.db.session() as s:
+            busy = s.scalar(
+                select(Job.id)
+                .where(
+                    Job.member_id == member_id,
+                    Job.state == JobState.RUNNING,
+                    Job.type != RECIPE_JOB,
+                )
+                .limit(1)
+            )
+            if busy is not None:
+                return []
+            candidate = s.scalar(
+                select(Job)
+                .where(
+                    Job.member_id == member_id,
+                    Job.state == JobState.PENDING,
+                    Job.type != RECIPE_JOB,
+                )
+                .order_by(Job.id)
+                .limit(1)
+            )
+            if candidate is None:
+                member = self.live.members.get(member_id)
+                if member is not None:
+                    member.jobs_hint = False
+                return []
+            # The state check in the WHERE makes the claim atomic: of two racing heartbeats,
+            # one updates the row and the other sees no row changed.
+            claimed = s.execute(
+                update(Job)
+                .where(Job.id == candidate.id, Job.state == JobState.PENDING)
+                .values(state=JobState.RUNNING, started_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                return []
+            return [
+                {
+                    "id": candidate.id,
+                    "type": candidate.type,
+                    "params": candidate.params,
+                    "timeout_s": candidate.timeout_s,
+                }
+            ]
+
+    def complete(
+        self,
+        member_id: int,
+        job_id: int,
+        state: str,
+        summary: str,
+        output: str | None,
+        result: dict[str, Any] | None,
+    ) -> str:
+        """Record an agent's result; a repeat of the same completion changes nothing."""
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None or job.member_id != member_id or job.type == RECIPE_JOB:
+                raise NotFound(f"no job {job_id} for this member")
+            if job.state == state and job.state in TERMINAL:
+                return job.state
+            if job.state != JobState.RUNNING:
+                raise Conflict(f"job {job_id} is {job.state}; its result is no longer wanted")
+            self._finish(s, job, JobState(state), summary[:MAX_SUMMARY], output, result)
+            if job.parent_id is not None:
+                self._advance(s, job)
+            final = job.state
+        self._hint(member_id)
+        return final
+
+    def reap(self) -> int:
+        """Time out running jobs with no result and pending jobs nobody claimed."""
+        now = utcnow()
+        count = 0
+        with self.db.session() as s:
+            running = s.scalars(
+                select(Job).where(Job.state == JobState.RUNNING, Job.type != RECIPE_JOB)
+            )
+            for job in list(running):
+                assert job.started_at is not None
+                limit = job.started_at + timedelta(seconds=job.timeout_s + COMPLETION_GRACE_S)
+                if now > limit:
+                    self._finish(
+                        s,
+                        job,
+                        JobState.TIMED_OUT,
+                        f"no result from the agent within {job.timeout_s} s",
+                    )
+                    count += 1
+                    if job.parent_id is not None:
+                        self._advance(s, job)
+            stale = s.scalars(
+                select(Job).where(
+                    Job.state == JobState.PENDING, Job.created_at < now - self.pending_ttl
+                )
+            )
+            for job in list(stale):
+                self._finish(
+                    s,
+                    job,
+                    JobState.TIMED_OUT,
+                    "never claimed: the member's agent did not ask for work in time",
+                )
+                count += 1
+                if job.parent_id is not None:
+                    self._advance(s, job)
+        return count
+
+    def load_hints(self) -> None:
+        """At start: members with queued or running work look for it on their next heartbeat."""
+        with self.db.session() as s:
+            for member_id in s.scalars(
+                select(Job.member_id)
+                .where(Job.state.in_([JobState.PENDING, JobState.RUNNING]))
+                .distinct()
+            ):
+                self._hint(member_id)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _agent_update_params(self, request: Enqueue) -> dict[str, Any]:
+        if request.params:
+            raise ValidationError(
+                "agent.update takes no params: it installs this control plane's own agent zipapp"
+            )
+        base = request.base_url or self.public_url
+        if not base:
+            raise ValidationError(
+                "agent.update needs SERVERCTL_PUBLIC_URL set, so agents know "
+                "where to download the zipapp from"
+            )
+        bundle = build_zipapp()
+        return {"url": f"{base.rstrip('/')}/agent/balctl.pyz", "sha256": bundle.sha256}
+
+    def _hint(self, member_id: int) -> None:
+        member = self.live.members.get(member_id)
+        if member is not None:
+            member.jobs_hint = True
+
+    def _add(
+        self,
+        s: Session,
+        principal: Principal,
+        pool: Pool,
+        member: Member,
+        job_type: str,
+        params: dict[str, Any],
+        timeout_s: int,
+        source: str,
+        idempotency_key: str | None,
+    ) -> Job:
+        job = Job(
+            pool_id=pool.id,
+            member_id=member.id,
+            type=job_type,
+            params=params,
+            state=JobState.PENDING,
+            source=source,
+            enqueued_by=principal.actor,
+            idempotency_key=idempotency_key,
+            timeout_s=timeout_s,
+        )
+        s.add(job)
+        s.flush()
+        audit.record(
+            s,
+            principal,
+            "job.enqueue",
+            f"job:{job.id}",
+            {"type": job_type, "member": member.hostname, "source": source},
+        )
+        return job
+
+    def _add_step(self, s: Session, parent: Job, index: int) -> Job:
+        step_type = parent.params["steps"][index]
+        step = Job(
+            pool_id=parent.pool_id,
+            member_id=parent.member_id,
+            parent_id=parent.id,
+            step_index=index,
+            type=step_type,
+            params={},
+            state=JobState.PENDING,
+            source="recipe",
+            enqueued_by=f"recipe:{parent.params['recipe']}",
+            timeout_s=catalogue.kind(step_type).timeout_s,
+        )
+        s.add(step)
+        s.flush()
+        return step
+
+    def _advance(self, s: Session, step: Job) -> None:
+        """A recipe step ended: queue the next one, or end the recipe with the step's result."""
+        parent = s.get(Job, step.parent_id)
+        if parent is None or parent.state in TERMINAL:
+            return
+        steps: list[str] = parent.params["steps"]
+        index = step.step_index or 0
+        label = f"step {index + 1}/{len(steps)} ({step.type})"
+        if step.state == JobState.COMPLETED and index + 1 < len(steps):
+            self._add_step(s, parent, index + 1)
+            self._hint(parent.member_id)
+        elif step.state == JobState.COMPLETED:
+            self._finish(
+                s,
+                parent,
+                JobState.COMPLETED,
+                f"all {len(steps)} steps completed",
+                step.output,
+                step.result,
+            )
+        else:
+            self._finish(
+                s,
+                parent,
+                JobState.FAILED,
+                f"{label} {step.state}: {step.summary}",
+                step.output,
+                step.result,
+            )
+
+    @staticmethod
+    def _finish(
+        s: Session,
+        job: Job,
+        state: JobState,
+        summary: str,
+        output: str | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        job.state = state
+        job.finished_at = utcnow()
+        job.summary = summary
+        if output is not None:
+            job.output = bounded_output(output)
+        if result is not None:
+            job.result = result
+        s.flush()
+
+    @staticmethod
+    def _steps(s: Session, job: Job) -> list[Job]:
+        if job.type != RECIPE_JOB:
+            return []
+        return list(s.scalars(select(Job).where(Job.parent_id == job.id).order_by(Job.id)))
+
+    @staticmethod
+    def _by_key(s: Session, member_id: int, key: str | None) -> Job | None:
+        if key is None:
+            return None
+        return s.scalar(select(Job).where(Job.member_id == member_id, Job.idempotency_key == key))
+
+    @staticmethod
+    def _job(s: Session, job_id: int) -> Job:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"no job with id {job_id}")
+        return job
+
+    @staticmethod
+    def _target(s: Session, pool_id: int, member_id: int) -> tuple[Pool, Member]:
+        pool = s.get(Pool, pool_id)
+        if pool is None:
+            raise NotFound(f"no pool with id {pool_id}")
+        member = s.get(Member, member_id)
+        if member is None or member.pool_id != pool_id:
+            raise NotFound(f"pool {pool.name!r} has no member with id {member_id}")
+        return pool, member
+
+    def _check_host(self, pool: Pool, member: Member, job_type: str) -> None:
+        if pool.template != "linux" or not catalogue.kind(job_type).needs_haproxy:
+            return
+        live = self.live.members.get(member.id)
+        block = (live.haproxy if live else member.haproxy) or {}
+        if not block.get("monitored"):
+            raise Conflict(
+                f"{job_type} needs HAProxy, and {member.hostname} in Generic Linux pool "
+                f"{pool.name!r} does not report HAProxy on the host (install it first)"
+            )
