@@ -90,6 +90,12 @@ def list_rejections(pool_id: int, member_id: int, state: State, who: Operator) -
     return {"items": items, "total": len(items)}
 
 
+@router.get("/{pool_id}/members/{member_id}/status")
+def member_status(pool_id: int, member_id: int, state: State, who: Operator) -> dict[str, Any]:
+    """The agent's latest `show stat` / `show info` summary and topology."""
+    return state.pools.member_status(who, pool_id, member_id)
+
+
 @router.post("/{pool_id}/members/{member_id}/rotate-secret", response_model=MemberCreated)
 def rotate_secret(
     pool_id: int, member_id: int, state: State, who: Operator, request: Request

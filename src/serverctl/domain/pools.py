@@ -19,6 +19,8 @@ from serverctl.domain.principal import Principal
 from serverctl.errors import Conflict, NotFound
 
 DEFAULT_FAILOVER_DELAY_S = 30
+# Agents send stats every few seconds; older than this, the Status tab says they are stale.
+STATS_STALE_S = 30
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,28 @@ class PoolService:
                 }
                 for r in rows
             ]
+
+    def member_status(self, principal: Principal, pool_id: int, member_id: int) -> dict[str, Any]:
+        """What the agent last reported of HAProxy's traffic: live only, never stored."""
+        principal.require("viewer")
+        with self.db.session() as s:
+            member = self._member(self._pool(s, pool_id), member_id)
+            block = member.haproxy or {}
+        live = self.live.members.get(member_id)
+        if live is not None:
+            block = live.haproxy or {}
+        stats_at = live.stats_at if live else None
+        age = (utcnow() - stats_at).total_seconds() if stats_at else None
+        return {
+            "stats": live.stats if live else None,
+            "info": live.info if live else None,
+            "stats_at": stats_at,
+            "stats_age_s": round(age, 1) if age is not None else None,
+            "stale": age is None or age > STATS_STALE_S,
+            "topology": block.get("topology"),
+            "admin_socket": block.get("admin_socket"),
+            "admin_socket_configured": block.get("admin_socket_configured"),
+        }
 
     def rotate_secret(self, principal: Principal, pool_id: int, member_id: int) -> NewMember:
         principal.require("operator")

@@ -30,7 +30,28 @@ def haproxy_state(block: dict[str, Any] | None) -> str:
     return "running" if block.get("active") else "inactive"
 
 
+def size(value: Any) -> str:
+    if not isinstance(value, int | float):
+        return "—"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024:
+            return f"{value:.0f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def duration(job: dict[str, Any]) -> str:
+    started, finished = job.get("started_at"), job.get("finished_at")
+    if started is None:
+        return ""
+    if finished is None:
+        return "running"
+    return f"{(finished - started).total_seconds():.1f} s"
+
+
 def register_filters(env: Environment) -> None:
+    env.filters["bytes"] = size
+    env.filters["duration"] = duration
     env.filters["when"] = when
     env.filters["age"] = age
     env.filters["haproxy_state"] = haproxy_state

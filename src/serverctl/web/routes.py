@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 
-from serverctl import __version__
 from serverctl.agent_dist import install_command
 from serverctl.api.deps import SourceIP, State
 from serverctl.api.errors import json_error
 from serverctl.errors import AuthError, ServerCTLError
+from serverctl.web import member_tabs
 from serverctl.web.auth import (
     COOKIE,
     CsrfFailed,
@@ -25,27 +23,16 @@ from serverctl.web.auth import (
     login_url,
     safe_next,
 )
-from serverctl.web.format import register_filters
+from serverctl.web.common import (
+    HERE,
+    base_url,
+    member_context,
+    redirect,
+    render,
+    workspace,
+)
 
-HERE = Path(__file__).parent
-templates = Jinja2Templates(directory=str(HERE / "templates"))
-register_filters(templates.env)
 router = APIRouter(include_in_schema=False)
-
-
-def render(
-    request: Request, template: str, user: WebUser | None, status: int = 200, **context: Any
-) -> HTMLResponse:
-    context.update(request=request, user=user, version=__version__)
-    return templates.TemplateResponse(request, template, context, status_code=status)
-
-
-def redirect(url: str) -> RedirectResponse:
-    return RedirectResponse(url, status_code=303)
-
-
-def base_url(state: State, request: Request) -> str:
-    return (state.settings.public_url or str(request.base_url)).rstrip("/")
 
 
 # -- login ----------------------------------------------------------------------------------------
@@ -129,12 +116,6 @@ def create_pool(
     return redirect(f"/pools/{pool['id']}?created=1")
 
 
-def _workspace(state: State, user: WebUser, pool_id: int) -> dict[str, Any]:
-    pool = state.pools.get_pool(user.principal, pool_id)
-    members = state.pools.list_members(user.principal, pool_id)
-    return {"pool": pool, "members": members}
-
-
 @router.get("/pools/{pool_id}")
 def overview(
     request: Request, pool_id: int, state: State, user: CurrentUser, created: int = 0
@@ -145,13 +126,13 @@ def overview(
         user,
         tab="overview",
         created=bool(created),
-        **_workspace(state, user, pool_id),
+        **workspace(state, user, pool_id),
     )
 
 
 @router.get("/pools/{pool_id}/cards")
 def overview_cards(request: Request, pool_id: int, state: State, user: CurrentUser) -> HTMLResponse:
-    return render(request, "_cards.html", user, oob=True, **_workspace(state, user, pool_id))
+    return render(request, "_cards.html", user, oob=True, **workspace(state, user, pool_id))
 
 
 @router.post("/pools/{pool_id}/members")
@@ -176,7 +157,7 @@ def add_member(
             member_error=exc.message,
             form_hostname=hostname,
             form_ips=allowed_ips,
-            **_workspace(state, user, pool_id),
+            **workspace(state, user, pool_id),
         )
     command = install_command(base_url(state, request), created.secret, created.member["hostname"])
     return render(
@@ -187,7 +168,7 @@ def add_member(
         tab="overview",
         new_member=created.member,
         install=command,
-        **_workspace(state, user, pool_id),
+        **workspace(state, user, pool_id),
     )
 
 
@@ -212,12 +193,8 @@ def member_live(
 
 
 def _member_context(state: State, user: WebUser, pool_id: int, member_id: int) -> dict[str, Any]:
-    context = _workspace(state, user, pool_id)
-    context.update(
-        tab=f"member-{member_id}",
-        member=state.pools.get_member(user.principal, pool_id, member_id),
-        rejections=state.pools.rejections(user.principal, pool_id, member_id, limit=20),
-    )
+    context = member_context(state, user, pool_id, member_id, "health")
+    context["rejections"] = state.pools.rejections(user.principal, pool_id, member_id, limit=20)
     return context
 
 
@@ -244,9 +221,7 @@ def delete_member(pool_id: int, member_id: int, state: State, user: FormUser) ->
 
 @router.get("/pools/{pool_id}/settings")
 def settings_page(request: Request, pool_id: int, state: State, user: CurrentUser) -> HTMLResponse:
-    return render(
-        request, "settings.html", user, tab="settings", **_workspace(state, user, pool_id)
-    )
+    return render(request, "settings.html", user, tab="settings", **workspace(state, user, pool_id))
 
 
 @router.post("/pools/{pool_id}/settings")
@@ -270,7 +245,7 @@ def save_settings(
             exc.status_code,
             tab="settings",
             error=exc.message,
-            **_workspace(state, user, pool_id),
+            **workspace(state, user, pool_id),
         )
     return render(
         request,
@@ -278,7 +253,7 @@ def save_settings(
         user,
         tab="settings",
         saved=True,
-        **_workspace(state, user, pool_id),
+        **workspace(state, user, pool_id),
     )
 
 
@@ -371,6 +346,7 @@ def audit_page(request: Request, state: State, user: CurrentUser, page: int = 1)
 def install(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(router)
+    app.include_router(member_tabs.router)
 
     @app.exception_handler(LoginRequired)
     async def _login_required(request: Request, exc: LoginRequired) -> Response:

@@ -1,0 +1,298 @@
+"""A member's workspace tabs: Status, Control panel, Recipes, Cron & Jobs.
+
+Buttons queue jobs through the same rules as the REST API and come back to the tab they were
+pressed on, which then shows the job's progress as the agent reports it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, Response
+
+from serverctl.api.deps import State
+from serverctl.domain import catalogue
+from serverctl.domain.jobs import Enqueue
+from serverctl.domain.schedules import PRESETS
+from serverctl.errors import ServerCTLError
+from serverctl.web.auth import CurrentUser, FormUser, WebUser
+from serverctl.web.common import base_url, member_context, redirect, render
+
+router = APIRouter(include_in_schema=False)
+MEMBER = "/pools/{pool_id}/members/{member_id}"
+SUBTABS = ("status", "control", "recipes", "jobs")
+
+
+def _page(subtab: str, pool_id: int, member_id: int, **query: Any) -> str:
+    path = f"/pools/{pool_id}/members/{member_id}/{subtab}"
+    extra = "&".join(f"{k}={v}" for k, v in query.items() if v is not None)
+    return f"{path}?{extra}" if extra else path
+
+
+def _status(state: State, user: WebUser, pool_id: int, member_id: int) -> dict[str, Any]:
+    return {"status": state.pools.member_status(user.principal, pool_id, member_id)}
+
+
+def _jobs(state: State, user: WebUser, pool_id: int, member_id: int) -> dict[str, Any]:
+    jobs, total = state.jobs.list_jobs(user.principal, pool_id, member_id, limit=50)
+    return {"jobs": jobs, "jobs_total": total}
+
+
+# -- Status ---------------------------------------------------------------------------------------
+
+
+@router.get(MEMBER + "/status")
+def status_tab(
+    request: Request, pool_id: int, member_id: int, state: State, user: CurrentUser
+) -> HTMLResponse:
+    context = member_context(state, user, pool_id, member_id, "status")
+    return render(
+        request, "member_status.html", user, **context, **_status(state, user, pool_id, member_id)
+    )
+
+
+@router.get(MEMBER + "/status/live")
+def status_live(
+    request: Request, pool_id: int, member_id: int, state: State, user: CurrentUser
+) -> HTMLResponse:
+    context = member_context(state, user, pool_id, member_id, "status")
+    return render(
+        request,
+        "_status_live.html",
+        user,
+        oob=True,
+        **context,
+        **_status(state, user, pool_id, member_id),
+    )
+
+
+# -- Control panel --------------------------------------------------------------------------------
+
+
+@router.get(MEMBER + "/control")
+def control_tab(
+    request: Request,
+    pool_id: int,
+    member_id: int,
+    state: State,
+    user: CurrentUser,
+    queued: int | None = None,
+) -> HTMLResponse:
+    context = member_context(state, user, pool_id, member_id, "control")
+    return render(
+        request,
+        "member_control.html",
+        user,
+        queued=queued,
+        **context,
+        **_status(state, user, pool_id, member_id),
+        **_jobs(state, user, pool_id, member_id),
+    )
+
+
+@router.get(MEMBER + "/control/live")
+def control_live(
+    request: Request, pool_id: int, member_id: int, state: State, user: CurrentUser
+) -> HTMLResponse:
+    context = member_context(state, user, pool_id, member_id, "control")
+    return render(
+        request,
+        "_control_live.html",
+        user,
+        oob=True,
+        **context,
+        **_status(state, user, pool_id, member_id),
+        **_jobs(state, user, pool_id, member_id),
+    )
+
+
+@router.post(MEMBER + "/jobs")
+def queue_job(
+    request: Request,
+    pool_id: int,
+    member_id: int,
+    state: State,
+    user: FormUser,
+    job_type: Annotated[str, Form()],
+    back: Annotated[str, Form()] = "control",
+    backend: Annotated[str | None, Form()] = None,
+    server: Annotated[str | None, Form()] = None,
+    server_state: Annotated[str | None, Form()] = None,
+) -> Response:
+    params: dict[str, Any] = {}
+    if job_type == "haproxy.server_state":
+        params = {"backend": backend, "server": server, "state": server_state}
+    back = back if back in SUBTABS else "control"
+    try:
+        job = state.jobs.enqueue(
+            user.principal,
+            Enqueue(pool_id, member_id, job_type, params, base_url=base_url(state, request)),
+        )
+    except ServerCTLError as exc:
+        context = member_context(state, user, pool_id, member_id, "control")
+        return render(
+            request,
+            "member_control.html",
+            user,
+            exc.status_code,
+            error=exc.message,
+            **context,
+            **_status(state, user, pool_id, member_id),
+            **_jobs(state, user, pool_id, member_id),
+        )
+    return redirect(_page(back, pool_id, member_id, queued=job["id"]))
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel_job(job_id: int, state: State, user: FormUser) -> Response:
+    job = state.jobs.cancel(user.principal, job_id)
+    return redirect(_page("jobs", job["pool_id"], job["member_id"]))
+
+
+# -- Recipes --------------------------------------------------------------------------------------
+
+
+def _recipes(state: State, user: WebUser, pool_id: int, member_id: int) -> dict[str, Any]:
+    return {"recipes": state.jobs.recipe_states(user.principal, pool_id, member_id)}
+
+
+@router.get(MEMBER + "/recipes")
+def recipes_tab(
+    request: Request, pool_id: int, member_id: int, state: State, user: CurrentUser
+) -> HTMLResponse:
+    context = member_context(state, user, pool_id, member_id, "recipes")
+    return render(
+        request, "member_recipes.html", user, **context, **_recipes(state, user, pool_id, member_id)
+    )
+
+
+@router.get(MEMBER + "/recipes/live")
+def recipes_live(
+    request: Request, pool_id: int, member_id: int, state: State, user: CurrentUser
+) -> HTMLResponse:
+    context = member_context(state, user, pool_id, member_id, "recipes")
+    return render(
+        request,
+        "_recipes_live.html",
+        user,
+        oob=True,
+        **context,
+        **_recipes(state, user, pool_id, member_id),
+    )
+
+
+@router.post(MEMBER + "/recipes/{recipe_id}/{action}")
+def run_recipe(
+    request: Request,
+    pool_id: int,
+    member_id: int,
+    recipe_id: str,
+    action: str,
+    state: State,
+    user: FormUser,
+) -> Response:
+    if action not in ("apply", "disable"):
+        return redirect(_page("recipes", pool_id, member_id))
+    try:
+        state.jobs.start_recipe(user.principal, pool_id, member_id, recipe_id, action)
+    except ServerCTLError as exc:
+        context = member_context(state, user, pool_id, member_id, "recipes")
+        return render(
+            request,
+            "member_recipes.html",
+            user,
+            exc.status_code,
+            error=exc.message,
+            **context,
+            **_recipes(state, user, pool_id, member_id),
+        )
+    return redirect(_page("recipes", pool_id, member_id))
+
+
+# -- Cron & Jobs ----------------------------------------------------------------------------------
+
+
+def _cron(state: State, user: WebUser, pool_id: int, member_id: int) -> dict[str, Any]:
+    return {
+        "schedules": state.schedules.list(user.principal, pool_id, member_id),
+        "presets": PRESETS,
+        "catalogue": [k for k in catalogue.CATALOGUE.values() if k.params is catalogue.NoParams],
+        **_jobs(state, user, pool_id, member_id),
+    }
+
+
+@router.get(MEMBER + "/jobs")
+def jobs_tab(
+    request: Request,
+    pool_id: int,
+    member_id: int,
+    state: State,
+    user: CurrentUser,
+    queued: int | None = None,
+) -> HTMLResponse:
+    context = member_context(state, user, pool_id, member_id, "jobs")
+    return render(
+        request,
+        "member_jobs.html",
+        user,
+        queued=queued,
+        **context,
+        **_cron(state, user, pool_id, member_id),
+    )
+
+
+@router.get(MEMBER + "/jobs/live")
+def jobs_live(
+    request: Request, pool_id: int, member_id: int, state: State, user: CurrentUser
+) -> HTMLResponse:
+    context = member_context(state, user, pool_id, member_id, "jobs")
+    return render(
+        request,
+        "_jobs_live.html",
+        user,
+        oob=True,
+        **context,
+        **_jobs(state, user, pool_id, member_id),
+    )
+
+
+@router.post(MEMBER + "/schedules")
+def add_schedule(
+    request: Request,
+    pool_id: int,
+    member_id: int,
+    state: State,
+    user: FormUser,
+    job_type: Annotated[str, Form()],
+    cron: Annotated[str, Form()],
+    scope: Annotated[str, Form()] = "member",
+) -> Response:
+    target = member_id if scope == "member" else None
+    try:
+        state.schedules.create(user.principal, pool_id, job_type, cron, target)
+    except ServerCTLError as exc:
+        context = member_context(state, user, pool_id, member_id, "jobs")
+        return render(
+            request,
+            "member_jobs.html",
+            user,
+            exc.status_code,
+            error=exc.message,
+            form_cron=cron,
+            form_job=job_type,
+            **context,
+            **_cron(state, user, pool_id, member_id),
+        )
+    return redirect(_page("jobs", pool_id, member_id))
+
+
+@router.post(MEMBER + "/schedules/{schedule_id}/{action}")
+def change_schedule(
+    pool_id: int, member_id: int, schedule_id: int, action: str, state: State, user: FormUser
+) -> Response:
+    if action == "delete":
+        state.schedules.delete(user.principal, pool_id, schedule_id)
+    elif action in ("enable", "disable"):
+        state.schedules.set_enabled(user.principal, pool_id, schedule_id, action == "enable")
+    return redirect(_page("jobs", pool_id, member_id))
