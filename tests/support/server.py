@@ -59,9 +59,12 @@ def start_server(
     env: dict[str, str] | None = None,
     scheme: str = "http",
     ca_file: Path | None = None,
+    data_dir: Path | None = None,
 ) -> ServerProcess:
+    """Start `serverctl serve`; `data_dir` reuses an instance's data (a restart)."""
     verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
-    data_dir = tmp_path / "cp-data"
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    data_dir = data_dir or tmp_path / "cp-data"
     port = free_port()
     log_path = tmp_path / "serverctl.log"
     full_env = {**os.environ, "SERVERCTL_DATA_DIR": str(data_dir), **(env or {})}
