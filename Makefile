@@ -3,7 +3,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint typecheck unit
+.PHONY: install run test lint typecheck unit bench
 
 install: $(VENV)/.installed
 
@@ -18,8 +18,8 @@ run: install
 	$(BIN)/serverctl serve
 
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 typecheck: install
 	$(BIN)/mypy
@@ -34,3 +34,8 @@ test: install
 
 unit: install
 	$(BIN)/pytest tests/unit
+
+# Benchmarks print their figures last, one per line, name=value; never part of `make test`.
+bench: install
+	scripts/install-test-packages.sh
+	$(BIN)/python bench/job_dispatch.py

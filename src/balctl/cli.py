@@ -1,4 +1,4 @@
-"""The command line: `--enrol`, `run` and `--version`.
+"""The command line: `--enrol`, `run`, `--provision-haproxy`, `--update` and `--version`.
 
 Exit codes: 0 ok, 1 usage or configuration error, 2 the server refused the enrolment,
 3 the server could not be reached. Errors are one line on stderr; logs go to stderr too, where
@@ -15,14 +15,20 @@ import signal
 import sys
 import threading
 from types import FrameType
-from typing import List, NoReturn, Optional, Sequence
+from typing import Callable, Dict, List, NoReturn, Optional, Sequence
 
 from balctl import __version__, validate
-from balctl.config import KEY, load_config
+from balctl.config import KEY, AgentConfig, load_config
+from balctl.enrich import Enricher, stats_interval
 from balctl.enrol import enrol
 from balctl.errors import AgentError, ConfigError, EnrolError, TransportError
 from balctl.heartbeat import HeartbeatLoop
+from balctl.jobs.install import INSTALL_TIMEOUT_S, provision
+from balctl.jobs.runner import JobRunner
+from balctl.jobs.update import note_running, update_from_server
 from balctl.paths import ROOT_ENV, HostPaths
+from balctl.proc import Deadline
+from balctl.restart import restart_running_agent, restart_self, running_pyz
 from balctl.transport import ControlPlaneClient
 
 EXIT_OK = 0
@@ -31,6 +37,8 @@ EXIT_REFUSED = 2
 EXIT_UNREACHABLE = 3
 
 LOG_LEVEL_ENV = "BALCTL_LOG_LEVEL"
+# On SIGTERM, how long a running job may take to finish before the agent exits anyway.
+JOB_STOP_GRACE_S = 10.0
 logger = logging.getLogger("balctl")
 
 
@@ -47,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="balctl",
-        description="ServerCTL host agent: enrol this host, then send heartbeats.",
+        description="ServerCTL host agent: enrol this host, then send heartbeats and run jobs.",
         epilog="Exit codes: 0 ok, 1 usage/config error, 2 enrolment refused, 3 server unreachable.",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -60,10 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--source-ip", metavar="A", help="send from this local IPv4 address")
     parser.add_argument("--ca-file", metavar="F", help="trust only this CA for the server's TLS")
     parser.add_argument("--public-ip", metavar="A", help="IPv4 address to report (NAT'd hosts)")
-    # Later issues add --provision-haproxy (install and configure HAProxy) and --update (replace
-    # this zipapp with the control plane's current one) here.
+    parser.add_argument(
+        "--provision-haproxy",
+        action="store_true",
+        help="install HAProxy with apt-get or dnf unless it is installed",
+    )
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="replace this zipapp with the control plane's current one, restart the agent",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    run = commands.add_parser("run", help="send heartbeats until SIGTERM/SIGINT")
+    run = commands.add_parser("run", help="send heartbeats and run jobs until SIGTERM/SIGINT")
     run.add_argument(
         "--source-ip", dest="run_source_ip", metavar="A", help="send from this local IPv4 address"
     )
@@ -82,14 +98,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.stdout.write(f"balctl {__version__}\n")
         return EXIT_OK
     try:
-        if args.enrol and args.command:
-            raise _UsageError("--enrol and run cannot be combined")
-        if args.enrol:
-            return _enrol(args)
-        if args.command == "run":
-            _refuse_stray_options(args)
-            return _run(args)
-        raise _UsageError("nothing to do: use --enrol, run or --version (see balctl --help)")
+        return _dispatch(args)
     except _UsageError as exc:
         return _fail(str(exc), EXIT_CONFIG)
     except ConfigError as exc:
@@ -100,6 +109,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _fail(str(exc), EXIT_UNREACHABLE)
     except AgentError as exc:
         return _fail(str(exc), EXIT_CONFIG)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    actions: Dict[str, Callable[[argparse.Namespace], int]] = {
+        "--enrol": _enrol,
+        "--provision-haproxy": _provision,
+        "--update": _update,
+        "run": _run,
+    }
+    chosen = [
+        name
+        for name, wanted in (
+            ("--enrol", args.enrol),
+            ("--provision-haproxy", args.provision_haproxy),
+            ("--update", args.update),
+            ("run", args.command == "run"),
+        )
+        if wanted
+    ]
+    if len(chosen) > 1:
+        raise _UsageError(f"{' and '.join(chosen)} cannot be combined")
+    if not chosen:
+        raise _UsageError(
+            "nothing to do: use --enrol, run, --provision-haproxy, --update or --version "
+            "(see balctl --help)"
+        )
+    if chosen[0] != "--enrol":
+        _refuse_stray_options(args, chosen[0])
+    return actions[chosen[0]](args)
 
 
 def _fail(message: str, code: int) -> int:
@@ -115,7 +153,7 @@ def _need_root(what: str) -> None:
         )
 
 
-def _refuse_stray_options(args: argparse.Namespace) -> None:
+def _refuse_stray_options(args: argparse.Namespace, action: str) -> None:
     stray = [
         flag
         for flag, value in (
@@ -129,7 +167,7 @@ def _refuse_stray_options(args: argparse.Namespace) -> None:
         if value
     ]
     if stray:
-        raise _UsageError(f"{', '.join(stray)} only go with --enrol; run reads agent.env")
+        raise _UsageError(f"{', '.join(stray)} only go with --enrol, not with {action}")
 
 
 def _enrol(args: argparse.Namespace) -> int:
@@ -162,32 +200,88 @@ def _enrol(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _provision(args: argparse.Namespace) -> int:
+    _need_root("--provision-haproxy")
+    _setup_logging(timestamps=False)
+    outcome = provision(Deadline(INSTALL_TIMEOUT_S))
+    if outcome.output.strip():
+        sys.stdout.write(outcome.output.rstrip("\n") + "\n")
+    if not outcome.ok:
+        return _fail(outcome.summary, EXIT_CONFIG)
+    sys.stdout.write(f"balctl: {outcome.summary}\n")
+    return EXIT_OK
+
+
+def _update(args: argparse.Namespace) -> int:
+    _need_root("--update")
+    _setup_logging(timestamps=False)
+    paths = HostPaths.from_env()
+    cfg = load_config(paths)
+    target = running_pyz(paths)
+    version = update_from_server(cfg, target)
+    if version is None:
+        sys.stdout.write(f"balctl: {target} is already the control plane's agent\n")
+        return EXIT_OK
+    sys.stdout.write(f"balctl: installed {version} as {target}\n")
+    sys.stdout.write(f"balctl: {restart_running_agent(paths)}\n")
+    return EXIT_OK
+
+
+def _client(cfg: AgentConfig) -> ControlPlaneClient:
+    return ControlPlaneClient(cfg.server, cfg.key, ca_file=cfg.ca_file, source_ip=cfg.source_ip)
+
+
 def _run(args: argparse.Namespace) -> int:
     _need_root("run")
     # journald stamps every line itself; the background-mode log file needs our own stamps.
     _setup_logging(timestamps="JOURNAL_STREAM" not in os.environ)
     paths = HostPaths.from_env()
     cfg = load_config(paths)
+    run_args = ["run"]
     if args.run_source_ip:
         cfg = dataclasses.replace(cfg, source_ip=validate.ipv4(args.run_source_ip, "--source-ip"))
+        run_args += ["--source-ip", cfg.source_ip or ""]
+    pyz = running_pyz(paths)
+    note_running(pyz)
     stop = threading.Event()
+    restart = threading.Event()
 
     def on_signal(signum: int, frame: Optional[FrameType]) -> None:
-        logger.info("received %s; stopping", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if signum == signal.SIGHUP:
+            # `balctl --update` asks for this; the restart waits for a running job to end.
+            logger.info("received %s; restarting once no job is running", name)
+            restart.set()
+        else:
+            logger.info("received %s; stopping", name)
+            stop.set()
+
+    def on_restart() -> None:
+        restart.set()
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    with ControlPlaneClient(
-        cfg.server, cfg.key, ca_file=cfg.ca_file, source_ip=cfg.source_ip
-    ) as client:
-        loop = HeartbeatLoop(cfg, client, paths=paths)
-        # The loop runs in a worker thread so that the signal handler, which runs in the main
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    # Two connections: http.client objects are not shared between the two threads.
+    with _client(cfg) as client, _client(cfg) as jobs_client:
+        runner = JobRunner(cfg, jobs_client, paths, on_restart=on_restart)
+        enricher = Enricher(paths, stats_interval())
+        loop = HeartbeatLoop(cfg, client, paths=paths, jobs=runner, enricher=enricher)
+        # Both loops run in worker threads so that the signal handler, which runs in the main
         # thread, never interrupts a thread that holds the stop event's internal lock.
-        worker = threading.Thread(target=loop.run, args=(stop,), name="heartbeat", daemon=True)
-        worker.start()
-        while worker.is_alive():
-            worker.join(1.0)
+        beats = threading.Thread(target=loop.run, args=(stop,), name="heartbeat", daemon=True)
+        jobs = threading.Thread(target=runner.run, args=(stop,), name="jobs", daemon=True)
+        beats.start()
+        jobs.start()
+        while beats.is_alive():
+            beats.join(1.0)
+            if restart.is_set() and not runner.running():
+                stop.set()
+        jobs.join(JOB_STOP_GRACE_S)
+        if jobs.is_alive():
+            logger.warning("stopping while job %s is still running", runner.running())
+    if restart.is_set():
+        return restart_self(pyz, run_args)
     return EXIT_OK
 
 

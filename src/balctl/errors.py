@@ -4,8 +4,12 @@
      +-- ConfigError           bad input or local state (arguments, agent.env, files); exit 1
      +-- EnrolError            the control plane refused the enrolment (401/403/4xx); exit 2
      +-- TransportError        the control plane could not be reached or answered 5xx; exit 3
+     +-- RuntimeApiError       HAProxy's admin socket is missing, silent or answered an error
+     +-- JobError              a job cannot go on; its message becomes the job's summary
+          +-- ParamError       a job's parameters are not what its type accepts
 
-The CLI maps each branch to one exit code; library code raises and never exits.
+The CLI maps each branch to one exit code; library code raises and never exits. The job runner
+turns every error of a job (these and unexpected ones) into a `failed` completion instead.
 """
 
 from __future__ import annotations
@@ -31,3 +35,15 @@ class EnrolError(AgentError):
     def __init__(self, message: str, status: Optional[int] = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class RuntimeApiError(AgentError):
+    """HAProxy's admin socket could not be used: absent, refused, timed out, or said no."""
+
+
+class JobError(AgentError):
+    """A job cannot go on. The message is the job's one-line summary, so it says what to do."""
+
+
+class ParamError(JobError):
+    """A job's parameters do not match what its type accepts."""

@@ -4,6 +4,10 @@ The loop never ends on its own: network errors, 5xx and refusals all back off (1
 and try again, because the operator may fix the cause (restart the control plane, add an
 allowed IP) without touching the agent. Logs change only when the state changes, so an outage
 is a few lines in the journal, not one per second.
+
+Each beat may also carry the enrichment of enrich.py in its `haproxy` block and, with a job
+runner, `jobs_running`. Jobs in the answer go to the runner, which runs them in its own thread:
+a beat never waits for a job or for the delivery of a job's result.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from typing import Any, Dict, Optional, Tuple
 from balctl import __version__
 from balctl.backoff import Backoff
 from balctl.config import AgentConfig
+from balctl.enrich import Enricher
 from balctl.errors import TransportError
 from balctl.haproxy_probe import probe
+from balctl.jobs.runner import JobRunner
 from balctl.paths import HostPaths
 from balctl.public_ip import resolve_ip
 from balctl.transport import ControlPlaneClient, JsonDict, describe_detail
@@ -61,8 +67,12 @@ class HeartbeatLoop:
         interval: float = 1.0,
         paths: Optional[HostPaths] = None,
         backoff: Optional[Backoff] = None,
+        jobs: Optional[JobRunner] = None,
+        enricher: Optional[Enricher] = None,
     ) -> None:
         self.cfg = cfg
+        self.jobs = jobs
+        self.enricher = enricher
         self.client = client
         self.interval = clamp_interval(interval, 1.0)
         self.paths = paths or HostPaths.from_env()
@@ -93,13 +103,19 @@ class HeartbeatLoop:
     def beat(self) -> float:
         """Send one heartbeat; the number of seconds to wait before the next one."""
         payload = build_payload(self.cfg, ip=self._address(), paths=self.paths)
+        if self.enricher is not None:
+            payload["haproxy"].update(self.enricher.extra())
+        if self.jobs is not None:
+            payload["jobs_running"] = self.jobs.running()
         try:
             status, body = self.client.post_json(HEARTBEAT_PATH, payload)
         except TransportError as exc:
             self._ip = None  # the route may have changed: probe the address again
+            self._not_delivered()
             return self._failed(("unreachable",), logging.WARNING, str(exc))
         if status == 200:
             return self._succeeded(body)
+        self._not_delivered()
         detail = describe_detail(body)
         if status in (401, 403):
             # The control plane's reason says what to fix: revoked secret, source IP, hostname.
@@ -133,11 +149,18 @@ class HeartbeatLoop:
         return self.interval
 
     def _offer_jobs(self, jobs: Any) -> None:
-        # The job runner (claim, run a handler from the fixed catalogue, report to
-        # POST /api/agents/jobs/complete) arrives with the jobs issue. Until then the agent only
-        # notes what it was offered and runs nothing.
-        if isinstance(jobs, list) and jobs:
-            logger.debug("control plane offered %d job(s); no job runner yet", len(jobs))
+        # The server hands each job out already claimed; the runner queues the new ones and
+        # runs them in its own thread, so this returns at once.
+        if not isinstance(jobs, list) or not jobs:
+            return
+        if self.jobs is None:
+            logger.debug("control plane offered %d job(s); this loop has no job runner", len(jobs))
+            return
+        self.jobs.offer(jobs)
+
+    def _not_delivered(self) -> None:
+        if self.enricher is not None:
+            self.enricher.lost()
 
     def _failed(self, state: Tuple[Any, ...], level: int, message: str) -> float:
         delay = self.backoff.next_delay()

@@ -77,3 +77,17 @@ class HostPaths:
     def systemd_running(self) -> bool:
         """True when systemd is PID 1 here: the same test as sd_booted(3)."""
         return self.run_systemd_system.is_dir()
+
+    # HAProxy's own files, as Debian lays them out; properties so they follow `haproxy_dir`.
+    @property
+    def haproxy_cfg(self) -> Path:
+        return self.haproxy_dir / "haproxy.cfg"
+
+    @property
+    def haproxy_conf_d(self) -> Path:
+        return self.haproxy_dir / "conf.d"
+
+    @property
+    def haproxy_pidfile(self) -> Path:
+        """Where the agent keeps HAProxy's pid when it runs HAProxy itself (no systemd)."""
+        return Path(self.root + "/run/haproxy.pid")

@@ -66,6 +66,18 @@ def parse_server_url(url: str) -> SplitResult:
     return parts
 
 
+def origin_key(url: str) -> str:
+    """scheme://host:port with defaults filled in and case folded, for comparing origins."""
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        return ""
+    scheme = parts.scheme.lower()
+    default = {"https": 443, "http": 80}.get(scheme)
+    return f"{scheme}://{(parts.hostname or '').lower()}:{port or default}"
+
+
 def tls_context(ca_file: Optional[str]) -> ssl.SSLContext:
     """System CAs, or only the pinned `ca_file`; hostnames are always checked."""
     try:
@@ -150,6 +162,14 @@ class ControlPlaneClient:
             self._conn.close()
             self._conn = None
 
+    def url_path(self, path: str) -> str:
+        """`path` under the server URL's own path (a control plane mounted below /)."""
+        return self._base_path + path
+
+    def same_origin(self, url: str) -> bool:
+        """Does `url` point at this control plane (scheme, host and port)?"""
+        return origin_key(url) == origin_key(self._origin)
+
     def post_json(self, path: str, body: Mapping[str, Any]) -> Tuple[int, JsonDict]:
         """POST `body` to `path` under the server URL; (status, answer as a dict)."""
         payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
@@ -159,14 +179,36 @@ class ControlPlaneClient:
             "Accept": "application/json",
             "User-Agent": f"balctl/{__version__}",
         }
-        url_path = self._base_path + path
+        status, data = self._request("POST", self.url_path(path), payload, headers)
+        return status, decode_body(data)
+
+    def download(self, url_path: str, max_bytes: int) -> bytes:
+        """GET `url_path` (already under the server's path) from this origin; the body of a 200.
+
+        No bearer secret: downloads are public files (the agent zipapp and its checksum).
+        """
+        headers = {"Accept": "*/*", "User-Agent": f"balctl/{__version__}"}
+        status, data = self._request("GET", url_path, None, headers, max_bytes)
+        if status != 200:
+            detail = describe_detail(decode_body(data))
+            raise TransportError(f"{self._origin}{url_path} answered {status}: {detail}")
+        return data
+
+    def _request(
+        self,
+        method: str,
+        url_path: str,
+        payload: Optional[bytes],
+        headers: Mapping[str, str],
+        max_bytes: Optional[int] = None,
+    ) -> Tuple[int, bytes]:
         for attempt in (1, 2):
             conn = self._connection()
             reused = conn.sock is not None
             try:
-                conn.request("POST", url_path, body=payload, headers=headers)
+                conn.request(method, url_path, body=payload, headers=dict(headers))
                 response = conn.getresponse()
-                data = response.read()
+                data = response.read() if max_bytes is None else response.read(max_bytes + 1)
             except _STALE_CONNECTION as exc:
                 self.close()
                 if reused and attempt == 1:
@@ -176,7 +218,12 @@ class ControlPlaneClient:
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
                 raise self._error(exc) from exc
-            return response.status, decode_body(data)
+            if max_bytes is not None and len(data) > max_bytes:
+                self.close()  # the rest of the body is still on the wire
+                raise TransportError(
+                    f"{self._origin}{url_path} is larger than the {max_bytes} bytes allowed"
+                )
+            return response.status, data
         raise AssertionError("unreachable: the second attempt returns or raises")
 
     def _connection(self) -> http.client.HTTPConnection:

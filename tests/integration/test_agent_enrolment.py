@@ -80,6 +80,7 @@ def test_agent_enrols_turns_healthy_within_3s_and_unhealthy_after_the_delay(serv
         "monitored": True,
         "active": True,
         "source": "pidfile",
+        "admin_socket_configured": False,
     }
     assert member["enrolled_at"] is not None
 

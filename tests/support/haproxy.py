@@ -16,9 +16,7 @@ HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 CONFIG = """\
 global
     pidfile {pidfile}
-    stats socket {socket} mode 600 level admin
-    stats timeout 2m
-
+{socket_lines}
 defaults
     mode http
     timeout connect 2s
@@ -28,6 +26,11 @@ defaults
 frontend web
     bind {bind}
     http-request return status 200 content-type text/plain string "served by {name}\\n"
+{backends}"""
+
+SOCKET_LINES = """\
+    stats socket {socket} mode 600 level admin
+    stats timeout 2m
 """
 
 
@@ -36,6 +39,9 @@ class HAProxy:
     name: str
     root: Path
     bind: str
+    admin_socket: bool = True
+    # backend name -> server names; servers point at a closed loopback port, without checks.
+    backends: dict[str, list[str]] | None = None
 
     @property
     def config(self) -> Path:
@@ -52,8 +58,20 @@ class HAProxy:
     def write_config(self) -> None:
         self.config.parent.mkdir(parents=True, exist_ok=True)
         self.socket.parent.mkdir(parents=True, exist_ok=True)
+        backends = ""
+        for backend, servers in (self.backends or {}).items():
+            backends += f"\nbackend {backend}\n" + "".join(
+                f"    server {server} 127.0.0.1:9 weight 1\n" for server in servers
+            )
+        socket_lines = SOCKET_LINES.format(socket=self.socket) if self.admin_socket else ""
         self.config.write_text(
-            CONFIG.format(pidfile=self.pidfile, socket=self.socket, bind=self.bind, name=self.name)
+            CONFIG.format(
+                pidfile=self.pidfile,
+                socket_lines=socket_lines,
+                bind=self.bind,
+                name=self.name,
+                backends=backends,
+            )
         )
 
     def start(self) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import threading
+import zipfile
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 KEY = "k" * 40 + "SECRET42"
@@ -88,6 +92,63 @@ class FakeControlPlane:
         self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
     def __enter__(self) -> FakeControlPlane:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(5)
+
+
+SRC = Path(__file__).resolve().parents[3] / "src" / "balctl"
+
+
+def build_pyz(version_suffix: str = "") -> bytes:
+    """The agent zipapp from this source tree, as the control plane builds it."""
+    buffer = io.BytesIO()
+    buffer.write(b"#!/usr/bin/env python3\n")
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("__main__.py", "from balctl.cli import main\n\nraise SystemExit(main())\n")
+        for path in sorted(SRC.rglob("*.py")):
+            text = path.read_text()
+            if version_suffix and path == SRC / "__init__.py":
+                new = rf'__version__ = "\1{version_suffix}"'
+                text = re.sub(r'__version__ = "([^"]+)"', new, text)
+            archive.writestr(f"balctl/{path.relative_to(SRC).as_posix()}", text)
+    return buffer.getvalue()
+
+
+class FileServer:
+    """A loopback HTTP server for GET downloads: `files` maps a path to its bytes."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.seen: list[tuple[str, dict[str, str]]] = []
+        served = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                served.seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+                data = served.files.get(self.path)
+                status = 200 if data is not None else 404
+                data = data if data is not None else b'{"detail": "Not Found"}'
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+
+    def __enter__(self) -> FileServer:
         self._thread.start()
         return self
 

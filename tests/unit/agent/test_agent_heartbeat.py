@@ -136,7 +136,7 @@ def test_each_state_change_logs_once(tmp_path: Path, caplog: pytest.LogCaptureFi
     assert "again after 5 failed attempts" in caplog.records[-1].getMessage()
 
 
-def test_offered_jobs_are_only_counted_for_now(
+def test_offered_jobs_without_a_runner_are_only_counted(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     loop = _loop(FakeClient((200, {"ok": True, "jobs": [{"id": 1}, {"id": 2}]})), tmp_path)
@@ -187,3 +187,53 @@ def test_heartbeat_reaches_a_real_server(control_plane: FakeControlPlane, tmp_pa
         "version": __version__,
         "haproxy": {"monitored": False, "source": "none"},
     }
+
+
+class FakeEnricher:
+    def __init__(self) -> None:
+        self.lost_count = 0
+
+    def extra(self) -> dict[str, Any]:
+        return {"admin_socket_configured": True, "admin_socket": True}
+
+    def lost(self) -> None:
+        self.lost_count += 1
+
+
+class FakeRunner:
+    def __init__(self) -> None:
+        self.offered: list[Any] = []
+
+    def running(self) -> list[int]:
+        return [12]
+
+    def offer(self, jobs: Any) -> int:
+        self.offered.append(jobs)
+        return len(jobs)
+
+
+def test_beats_carry_enrichment_and_running_jobs_and_hand_jobs_over(tmp_path: Path) -> None:
+    jobs = [{"id": 12, "type": "haproxy.reload", "params": {}, "timeout_s": 60}]
+    client = FakeClient((200, {"ok": True, "jobs": jobs}), TransportError("down"), (503, {}))
+    enricher, runner = FakeEnricher(), FakeRunner()
+    loop = HeartbeatLoop(
+        _cfg(),
+        client,  # type: ignore[arg-type]
+        paths=HostPaths.under(str(tmp_path)),
+        backoff=Backoff(jitter=0.0),
+        jobs=runner,  # type: ignore[arg-type]
+        enricher=enricher,  # type: ignore[arg-type]
+    )
+    loop.beat()
+    assert client.sent[0]["haproxy"] == {
+        "monitored": False,
+        "source": "none",
+        "admin_socket_configured": True,
+        "admin_socket": True,
+    }
+    assert client.sent[0]["jobs_running"] == [12]
+    assert runner.offered == [jobs]
+    assert enricher.lost_count == 0
+    loop.beat()
+    loop.beat()
+    assert enricher.lost_count == 2  # undelivered beats: the topology goes out again

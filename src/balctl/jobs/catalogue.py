@@ -1,0 +1,42 @@
+"""The fixed catalogue of job types: name -> (parameter check, handler, default time limit).
+
+Nothing outside this table can run: the control plane names a type, the agent looks it up here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Mapping
+
+from balctl.jobs import admin_socket, haproxy_jobs, install, update
+from balctl.jobs.model import JobContext, Outcome
+from balctl.jobs.params import no_params
+
+Check = Callable[[Any], Dict[str, Any]]
+Handler = Callable[[Dict[str, Any], JobContext], Outcome]
+
+
+@dataclass(frozen=True)
+class JobType:
+    name: str
+    check: Check
+    run: Handler
+    # Used when the job carries no usable timeout_s.
+    default_timeout_s: float
+
+
+def _entries(*types: JobType) -> Mapping[str, JobType]:
+    return {job_type.name: job_type for job_type in types}
+
+
+CATALOGUE: Mapping[str, JobType] = _entries(
+    JobType("haproxy.install", no_params, install.run_job, install.INSTALL_TIMEOUT_S),
+    JobType("haproxy.validate", no_params, haproxy_jobs.validate, 120.0),
+    JobType("haproxy.reload", no_params, haproxy_jobs.reload, 180.0),
+    JobType(
+        "haproxy.server_state", haproxy_jobs.check_server_state, haproxy_jobs.server_state, 60.0
+    ),
+    JobType("haproxy.admin_socket.enable", no_params, admin_socket.enable, 300.0),
+    JobType("haproxy.admin_socket.disable", no_params, admin_socket.disable, 300.0),
+    JobType("agent.update", update.check, update.run_job, 300.0),
+)
