@@ -21,6 +21,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 from balctl import validate
 from balctl.errors import ConfigError
+from balctl.files import fsync_dir
 from balctl.paths import HostPaths
 
 SERVER = "BALCTL_SERVER"
@@ -96,7 +97,7 @@ def write_env_file(path: Path, values: Mapping[str, str]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def save_config(cfg: AgentConfig, paths: HostPaths) -> Path:
@@ -232,13 +233,3 @@ def _double_quoted(raw: str, i: int, chars: List[str]) -> int:
             chars.append(ch)
             i += 1
     raise _LineError("unterminated double quote")
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; some filesystems refuse fsync on a directory.
-    with contextlib.suppress(OSError):
-        fd = os.open(str(directory), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

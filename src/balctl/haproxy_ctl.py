@@ -93,31 +93,13 @@ def validate(paths: HostPaths, deadline: proc.Deadline) -> Step:
 # -- processes ---------------------------------------------------------------------------------
 
 
-def process_alive(pid: int) -> bool:
-    """True for a live process; False for a dead one or a zombie (a zombie is not serving)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            state = handle.read().rpartition(")")[2].split()[:1]
-    except OSError:
-        return True  # no /proc here: trust kill(0)
-    return state != ["Z"]
-
-
 def live_pids(pidfile: Path) -> List[int]:
     """The live pids a pidfile lists (one per line; HAProxy may write several)."""
     try:
         words = pidfile.read_text(encoding="ascii", errors="replace").split()
     except OSError:
         return []
-    return [int(word) for word in words if word.isdigit() and process_alive(int(word))]
+    return [int(word) for word in words if word.isdigit() and proc.process_alive(int(word))]
 
 
 def pidfile_mode(paths: HostPaths, configured: Optional[str]) -> Optional[Path]:

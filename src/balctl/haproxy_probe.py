@@ -8,13 +8,13 @@ where systemd runs, else nothing ("not monitored", which the control plane never
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 from balctl.paths import HostPaths
+from balctl.proc import process_alive
 
 logger = logging.getLogger(__name__)
 
@@ -30,19 +30,7 @@ def pid_alive(pidfile: Path) -> bool:
     first = text.split()[0] if text else ""
     if not first.isdigit():
         return False
-    pid = int(first)
-    # 0 and negative numbers mean process groups to kill(2): never a running HAProxy.
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, it just belongs to another user
-    except (OSError, OverflowError):
-        return False
-    return True
+    return process_alive(int(first))
 
 
 def systemd_active(unit: str = "haproxy") -> bool:

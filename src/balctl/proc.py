@@ -117,3 +117,23 @@ def _tail(out: IO[bytes], limit: int) -> str:
     start = max(0, size - limit - 8)
     out.seek(start)
     return bound_bytes(out.read(), limit, skipped=start)
+
+
+def process_alive(pid: int) -> bool:
+    """True for a live process; False for a dead one or a zombie (a zombie is not serving)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, it just belongs to another user
+    except (OSError, OverflowError):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            state = handle.read().rpartition(")")[2].split()[:1]
+    except OSError:
+        return True  # no /proc here: trust kill(0)
+    return state != ["Z"]

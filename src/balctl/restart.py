@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 from balctl import proc
-from balctl.haproxy_ctl import process_alive
 from balctl.paths import UNIT_NAME, HostPaths
+from balctl.proc import process_alive
 
 logger = logging.getLogger(__name__)
 

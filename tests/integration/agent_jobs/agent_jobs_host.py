@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from balctl.config import AgentConfig
-from balctl.haproxy_ctl import process_alive
 from balctl.jobs.model import Completion, Job
 from balctl.jobs.runner import JobRunner
 from balctl.paths import HostPaths
+from balctl.proc import process_alive
 from balctl.transport import ControlPlaneClient
 from support.util import free_port
 
