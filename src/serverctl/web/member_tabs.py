@@ -6,6 +6,7 @@ pressed on, which then shows the job's progress as the agent reports it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -39,6 +40,48 @@ def _jobs(state: State, user: WebUser, pool_id: int, member_id: int) -> dict[str
     return {"jobs": jobs, "jobs_total": total}
 
 
+def _control(state: State, user: WebUser, pool_id: int, member_id: int) -> dict[str, Any]:
+    return {**_status(state, user, pool_id, member_id), **_jobs(state, user, pool_id, member_id)}
+
+
+def _recipes(state: State, user: WebUser, pool_id: int, member_id: int) -> dict[str, Any]:
+    return {"recipes": state.jobs.recipe_states(user.principal, pool_id, member_id)}
+
+
+def _cron(state: State, user: WebUser, pool_id: int, member_id: int) -> dict[str, Any]:
+    return {
+        "schedules": state.schedules.list(user.principal, pool_id, member_id),
+        "presets": PRESETS,
+        "catalogue": [k for k in catalogue.CATALOGUE.values() if k.params is catalogue.NoParams],
+        **_jobs(state, user, pool_id, member_id),
+    }
+
+
+TAB_DATA: dict[str, Callable[[State, WebUser, int, int], dict[str, Any]]] = {
+    "status": _status,
+    "control": _control,
+    "recipes": _recipes,
+    "jobs": _cron,
+}
+
+
+def _tab(
+    request: Request,
+    state: State,
+    user: WebUser,
+    pool_id: int,
+    member_id: int,
+    subtab: str,
+    template: str,
+    status_code: int = 200,
+    **extra: Any,
+) -> HTMLResponse:
+    """A tab's page, or (with oob=True) its live partial, with the data that tab shows."""
+    context = member_context(state, user, pool_id, member_id, subtab)
+    context.update(TAB_DATA[subtab](state, user, pool_id, member_id))
+    return render(request, template, user, status_code, **context, **extra)
+
+
 # -- Status ---------------------------------------------------------------------------------------
 
 
@@ -46,25 +89,14 @@ def _jobs(state: State, user: WebUser, pool_id: int, member_id: int) -> dict[str
 def status_tab(
     request: Request, pool_id: int, member_id: int, state: State, user: CurrentUser
 ) -> HTMLResponse:
-    context = member_context(state, user, pool_id, member_id, "status")
-    return render(
-        request, "member_status.html", user, **context, **_status(state, user, pool_id, member_id)
-    )
+    return _tab(request, state, user, pool_id, member_id, "status", "member_status.html")
 
 
 @router.get(MEMBER + "/status/live")
 def status_live(
     request: Request, pool_id: int, member_id: int, state: State, user: CurrentUser
 ) -> HTMLResponse:
-    context = member_context(state, user, pool_id, member_id, "status")
-    return render(
-        request,
-        "_status_live.html",
-        user,
-        oob=True,
-        **context,
-        **_status(state, user, pool_id, member_id),
-    )
+    return _tab(request, state, user, pool_id, member_id, "status", "_status_live.html", oob=True)
 
 
 # -- Control panel --------------------------------------------------------------------------------
@@ -79,15 +111,8 @@ def control_tab(
     user: CurrentUser,
     queued: int | None = None,
 ) -> HTMLResponse:
-    context = member_context(state, user, pool_id, member_id, "control")
-    return render(
-        request,
-        "member_control.html",
-        user,
-        queued=queued,
-        **context,
-        **_status(state, user, pool_id, member_id),
-        **_jobs(state, user, pool_id, member_id),
+    return _tab(
+        request, state, user, pool_id, member_id, "control", "member_control.html", queued=queued
     )
 
 
@@ -95,16 +120,7 @@ def control_tab(
 def control_live(
     request: Request, pool_id: int, member_id: int, state: State, user: CurrentUser
 ) -> HTMLResponse:
-    context = member_context(state, user, pool_id, member_id, "control")
-    return render(
-        request,
-        "_control_live.html",
-        user,
-        oob=True,
-        **context,
-        **_status(state, user, pool_id, member_id),
-        **_jobs(state, user, pool_id, member_id),
-    )
+    return _tab(request, state, user, pool_id, member_id, "control", "_control_live.html", oob=True)
 
 
 @router.post(MEMBER + "/jobs")
@@ -130,16 +146,16 @@ def queue_job(
             Enqueue(pool_id, member_id, job_type, params, base_url=base_url(state, request)),
         )
     except ServerCTLError as exc:
-        context = member_context(state, user, pool_id, member_id, "control")
-        return render(
+        return _tab(
             request,
-            "member_control.html",
+            state,
             user,
+            pool_id,
+            member_id,
+            "control",
+            "member_control.html",
             exc.status_code,
             error=exc.message,
-            **context,
-            **_status(state, user, pool_id, member_id),
-            **_jobs(state, user, pool_id, member_id),
         )
     return redirect(_page(back, pool_id, member_id, queued=job["id"]))
 
@@ -153,33 +169,18 @@ def cancel_job(job_id: int, state: State, user: FormUser) -> Response:
 # -- Recipes --------------------------------------------------------------------------------------
 
 
-def _recipes(state: State, user: WebUser, pool_id: int, member_id: int) -> dict[str, Any]:
-    return {"recipes": state.jobs.recipe_states(user.principal, pool_id, member_id)}
-
-
 @router.get(MEMBER + "/recipes")
 def recipes_tab(
     request: Request, pool_id: int, member_id: int, state: State, user: CurrentUser
 ) -> HTMLResponse:
-    context = member_context(state, user, pool_id, member_id, "recipes")
-    return render(
-        request, "member_recipes.html", user, **context, **_recipes(state, user, pool_id, member_id)
-    )
+    return _tab(request, state, user, pool_id, member_id, "recipes", "member_recipes.html")
 
 
 @router.get(MEMBER + "/recipes/live")
 def recipes_live(
     request: Request, pool_id: int, member_id: int, state: State, user: CurrentUser
 ) -> HTMLResponse:
-    context = member_context(state, user, pool_id, member_id, "recipes")
-    return render(
-        request,
-        "_recipes_live.html",
-        user,
-        oob=True,
-        **context,
-        **_recipes(state, user, pool_id, member_id),
-    )
+    return _tab(request, state, user, pool_id, member_id, "recipes", "_recipes_live.html", oob=True)
 
 
 @router.post(MEMBER + "/recipes/{recipe_id}/{action}")
@@ -197,29 +198,21 @@ def run_recipe(
     try:
         state.jobs.start_recipe(user.principal, pool_id, member_id, recipe_id, action)
     except ServerCTLError as exc:
-        context = member_context(state, user, pool_id, member_id, "recipes")
-        return render(
+        return _tab(
             request,
-            "member_recipes.html",
+            state,
             user,
+            pool_id,
+            member_id,
+            "recipes",
+            "member_recipes.html",
             exc.status_code,
             error=exc.message,
-            **context,
-            **_recipes(state, user, pool_id, member_id),
         )
     return redirect(_page("recipes", pool_id, member_id))
 
 
 # -- Cron & Jobs ----------------------------------------------------------------------------------
-
-
-def _cron(state: State, user: WebUser, pool_id: int, member_id: int) -> dict[str, Any]:
-    return {
-        "schedules": state.schedules.list(user.principal, pool_id, member_id),
-        "presets": PRESETS,
-        "catalogue": [k for k in catalogue.CATALOGUE.values() if k.params is catalogue.NoParams],
-        **_jobs(state, user, pool_id, member_id),
-    }
 
 
 @router.get(MEMBER + "/jobs")
@@ -231,30 +224,14 @@ def jobs_tab(
     user: CurrentUser,
     queued: int | None = None,
 ) -> HTMLResponse:
-    context = member_context(state, user, pool_id, member_id, "jobs")
-    return render(
-        request,
-        "member_jobs.html",
-        user,
-        queued=queued,
-        **context,
-        **_cron(state, user, pool_id, member_id),
-    )
+    return _tab(request, state, user, pool_id, member_id, "jobs", "member_jobs.html", queued=queued)
 
 
 @router.get(MEMBER + "/jobs/live")
 def jobs_live(
     request: Request, pool_id: int, member_id: int, state: State, user: CurrentUser
 ) -> HTMLResponse:
-    context = member_context(state, user, pool_id, member_id, "jobs")
-    return render(
-        request,
-        "_jobs_live.html",
-        user,
-        oob=True,
-        **context,
-        **_jobs(state, user, pool_id, member_id),
-    )
+    return _tab(request, state, user, pool_id, member_id, "jobs", "_jobs_live.html", oob=True)
 
 
 @router.post(MEMBER + "/schedules")
@@ -272,17 +249,18 @@ def add_schedule(
     try:
         state.schedules.create(user.principal, pool_id, job_type, cron, target)
     except ServerCTLError as exc:
-        context = member_context(state, user, pool_id, member_id, "jobs")
-        return render(
+        return _tab(
             request,
-            "member_jobs.html",
+            state,
             user,
+            pool_id,
+            member_id,
+            "jobs",
+            "member_jobs.html",
             exc.status_code,
             error=exc.message,
             form_cron=cron,
             form_job=job_type,
-            **context,
-            **_cron(state, user, pool_id, member_id),
         )
     return redirect(_page("jobs", pool_id, member_id))
 
