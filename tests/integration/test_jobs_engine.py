@@ -318,3 +318,39 @@ def test_jobs_of_a_deleted_member_go_with_it(app_env, member):
     job_id = _enqueue(app_env, member, {"type": "haproxy.reload"}).json()["job_id"]
     app_env.state.pools.delete_member(SYSTEM, member["pool_id"], member["id"])
     assert app_env.client.get(f"/api/jobs/{job_id}").status_code == 404
+
+
+def _age_start(app_env, job_id, seconds):
+    with app_env.state.db.session() as s:
+        s.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(started_at=utcnow() - timedelta(seconds=seconds))
+        )
+
+
+def test_a_job_the_restarted_agent_no_longer_names_fails_and_frees_the_queue(app_env, member):
+    lost = _enqueue(app_env, member, {"type": "haproxy.reload"}).json()["job_id"]
+    queued = _enqueue(app_env, member, {"type": "haproxy.validate"}).json()["job_id"]
+    jobs = app_env.state.jobs
+    assert [j["id"] for j in jobs.claim(member["id"], [])] == [lost]
+    assert jobs.claim(member["id"], []) == [], "just handed out: it may not have arrived yet"
+    _age_start(app_env, lost, 20)
+    assert jobs.claim(member["id"], [lost]) == [], "the agent still has it"
+    assert jobs.claim(member["id"], None) == [], "an agent that does not report: wait"
+    assert [j["id"] for j in jobs.claim(member["id"], [])] == [queued]
+    job = app_env.client.get(f"/api/jobs/{lost}").json()
+    assert job["state"] == "failed"
+    assert job["summary"] == "the agent is no longer running this job (it restarted?)"
+
+
+def test_a_lost_recipe_step_fails_its_recipe(app_env, member):
+    url = f"/api/pools/{member['pool_id']}/members/{member['id']}/recipes/admin-socket/apply"
+    run = app_env.client.post(url).json()["job_id"]
+    jobs = app_env.state.jobs
+    step = jobs.claim(member["id"], [])[0]["id"]
+    _age_start(app_env, step, 20)
+    assert jobs.claim(member["id"], []) == []
+    view = app_env.client.get(f"/api/jobs/{run}").json()
+    assert view["state"] == "failed"
+    assert "step 1/2 (haproxy.validate) failed: the agent is no longer running" in view["summary"]

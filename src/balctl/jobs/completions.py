@@ -34,8 +34,11 @@ class CompletionQueue:
         hostname: str,
         backoff: Optional[Backoff] = None,
         clock: Callable[[], float] = time.monotonic,
+        on_settled: Optional[Callable[[int], None]] = None,
     ) -> None:
         self.client = client
+        # Told each job id whose result is settled (accepted, refused for good, or dropped).
+        self._on_settled = on_settled
         self.hostname = hostname
         self.backoff = backoff or Backoff(initial=1.0, factor=2.0, cap=30.0, jitter=0.2)
         self._clock = clock
@@ -50,6 +53,7 @@ class CompletionQueue:
         if len(self._pending) >= MAX_PENDING:
             dropped = self._pending.popleft()
             logger.error("too many undelivered job results; dropping job %d's", dropped.job_id)
+            self._settled(dropped.job_id)
         self._pending.append(completion)
 
     def wait_s(self) -> Optional[float]:
@@ -64,7 +68,11 @@ class CompletionQueue:
             if not self._send(self._pending[0]):
                 self._next_try = self._clock() + self.backoff.next_delay()
                 return
-            self._pending.popleft()
+            self._settled(self._pending.popleft().job_id)
+
+    def _settled(self, job_id: int) -> None:
+        if self._on_settled is not None:
+            self._on_settled(job_id)
 
     def _send(self, completion: Completion) -> bool:
         """True when this result is settled (accepted or dropped); False to retry later."""

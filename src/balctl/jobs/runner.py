@@ -72,13 +72,17 @@ class JobRunner:
         self.paths = paths or HostPaths.from_env()
         self.catalogue = catalogue
         # The worker's own client: http.client connections are not shared between threads.
-        self.completions = CompletionQueue(client, cfg.hostname, backoff)
+        self.completions = CompletionQueue(client, cfg.hostname, backoff, on_settled=self._settled)
         self.on_restart = on_restart
         self.restart_grace_s = RESTART_GRACE_S
         self._queue: queue.Queue[Job] = queue.Queue()
         self._seen: Set[int] = set()
         self._lock = threading.Lock()
         self._current: Optional[int] = None
+        # Jobs taken from the control plane whose result it does not have yet: queued here,
+        # running, or waiting for delivery. Heartbeats name them, so the control plane can tell
+        # a job still in hand from one lost to an agent restart.
+        self._open: Set[int] = set()
         self._restart_wanted = False
 
     # -- called from the heartbeat thread ------------------------------------------------------
@@ -96,14 +100,20 @@ class JobRunner:
                 if job.id in self._seen:
                     continue
                 self._seen.add(job.id)
+                self._open.add(job.id)
             logger.debug("queued job %d (%s)", job.id, job.type)
             self._queue.put(job)
             queued += 1
         return queued
 
     def running(self) -> List[int]:
-        current = self._current
-        return [] if current is None else [current]
+        """The jobs in hand: queued, running, or with their result not yet delivered."""
+        with self._lock:
+            return sorted(self._open)
+
+    def _settled(self, job_id: int) -> None:
+        with self._lock:
+            self._open.discard(job_id)
 
     # -- the worker thread -------------------------------------------------------------------
 

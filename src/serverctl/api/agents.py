@@ -57,13 +57,13 @@ def _refused(exc: AgentAuthError) -> JSONResponse:
 @router.post("/api/agents/heartbeat")
 async def heartbeat(request: Request, state: State) -> Response:
     try:
-        member, _ = state.gate.heartbeat(await _agent_request(request))
+        member, payload = state.gate.heartbeat(await _agent_request(request))
     except AgentAuthError as exc:
         return _refused(exc)
     jobs: list[dict[str, Any]] = []
     if member.jobs_hint:
         try:
-            jobs = await asyncio.to_thread(state.jobs.claim, member.member_id)
+            jobs = await asyncio.to_thread(state.jobs.claim, member.member_id, payload.jobs_running)
         except Exception:  # noqa: BLE001 - the agent must get its answer; it asks again in 1 s
             log.exception("claiming a job for member %s failed", member.member_id)
     return JSONResponse(

@@ -50,6 +50,10 @@ class HeartbeatPayload(BaseModel):
     hostname: StrictStr = Field(min_length=1, max_length=253)
     version: StrictStr = Field(min_length=1, max_length=32)
     haproxy: HaproxyBlock
+    # The job the agent is running right now (absent from agents that do not report it).
+    jobs_running: list[Annotated[int, Field(strict=True, ge=1)]] | None = Field(
+        default=None, max_length=16
+    )
 
 
 class EnrolPayload(BaseModel):

@@ -37,6 +37,8 @@ MAX_OUTPUT = 64 * 1024
 MAX_SUMMARY = 500
 # Time for the agent's completion to arrive after its own command timeout.
 COMPLETION_GRACE_S = 10
+# A job handed out this recently may not have reached the agent's worker yet.
+LOST_JOB_GRACE_S = 15
 SOURCES = ("operator", "cron", "recipe", "failover")
 
 
@@ -280,11 +282,16 @@ class JobService:
 
     # -- the agent side -------------------------------------------------------------------------
 
-    def claim(self, member_id: int) -> list[dict[str, Any]]:
-        """Hand the member's oldest pending job to its agent, when none is running."""
+    def claim(self, member_id: int, agent_running: list[int] | None = None) -> list[dict[str, Any]]:
+        """Hand the member's oldest pending job to its agent, when none is running.
+
+        `agent_running` is what the agent says it is running. A job the control plane thinks is
+        running, claimed a while ago, that the agent does not name was lost (the agent
+        restarted): it fails now instead of blocking the member's queue until its timeout.
+        """
         with self.db.session() as s:
             busy = s.scalar(
-                select(Job.id)
+                select(Job)
                 .where(
                     Job.member_id == member_id,
                     Job.state == JobState.RUNNING,
@@ -292,8 +299,17 @@ class JobService:
                 )
                 .limit(1)
             )
-            if busy is not None:
+            if busy is not None and not self._lost(busy, agent_running):
                 return []
+            if busy is not None:
+                self._finish(
+                    s,
+                    busy,
+                    JobState.FAILED,
+                    "the agent is no longer running this job (it restarted?)",
+                )
+                if busy.parent_id is not None:
+                    self._advance(s, busy)
             candidate = s.scalar(
                 select(Job)
                 .where(
@@ -402,6 +418,12 @@ class JobService:
                 self._hint(member_id)
 
     # -- internals ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _lost(job: Job, agent_running: list[int] | None) -> bool:
+        if agent_running is None or job.id in agent_running or job.started_at is None:
+            return False
+        return utcnow() - job.started_at > timedelta(seconds=LOST_JOB_GRACE_S)
 
     def _agent_update_params(self, request: Enqueue) -> dict[str, Any]:
         if request.params:

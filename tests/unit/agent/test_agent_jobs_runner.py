@@ -268,3 +268,26 @@ def test_param_helpers() -> None:
         with pytest.raises(ParamError):
             p.name({"n": bad}, "n")
     assert p.name({"n": "be_app-1.2:x"}, "n") == "be_app-1.2:x"
+
+
+def test_heartbeats_name_every_job_in_hand_until_its_result_is_delivered(
+    recorder: Recorder, tmp_path: Path, control_plane: FakeControlPlane
+) -> None:
+    # The control plane fails a job the agent no longer names, so a job queued behind another,
+    # or finished with its result still undelivered, must keep being named.
+    runner = _runner(recorder, tmp_path, control_plane.url)
+    runner.offer(
+        [
+            {"id": 1, "type": "test.echo", "params": {"word": "a"}, "timeout_s": 30},
+            {"id": 2, "type": "test.echo", "params": {"word": "b"}, "timeout_s": 30},
+        ]
+    )
+    assert runner.running() == [1, 2]
+    control_plane.replies = [Reply(503, {"detail": "busy"})]
+    stop = threading.Event()
+    runner.step(stop)  # runs job 1; its delivery fails
+    assert runner.running() == [1, 2]
+    time.sleep(0.1)
+    runner.step(stop)  # delivers job 1, runs job 2 and delivers it
+    runner.step(stop)
+    assert runner.running() == []
