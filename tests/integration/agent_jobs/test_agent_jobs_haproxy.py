@@ -6,7 +6,9 @@ import dataclasses
 import os
 import shutil
 import socket
+from pathlib import Path
 
+import pytest
 from agent_jobs_host import Host
 
 from balctl.jobs.runner import JobRunner
@@ -169,13 +171,6 @@ def test_server_state_without_an_admin_socket_says_how_to_get_one(host: Host) ->
     assert "haproxy.admin_socket.enable" in done.summary
 
 
-def _under_systemd(host: Host, monkeypatch) -> None:
-    """No pidfile configured, and systemd's runtime directory present: systemd mode."""
-    monkeypatch.delenv("BALCTL_HAPROXY_PIDFILE")
-    host.cfg = dataclasses.replace(host.cfg, haproxy_pidfile=None)
-    host.runner = JobRunner(host.cfg, host.client, host.paths)
-
-
 SYSTEMCTL_STAND_IN = """#!/bin/sh
 # Records its arguments; on `reload haproxy` it reloads the real haproxy, as the unit would.
 echo "$*" >> "{calls}"
@@ -186,15 +181,13 @@ exit 0
 """
 
 
-def test_reload_under_systemd_asks_systemctl_and_checks_the_socket(
-    host: Host, tmp_path, monkeypatch
-) -> None:
-    # systemd "runs" (its runtime directory exists under the root) and no pidfile is set,
-    # so the reload goes through systemctl; the real haproxy answers on the admin socket.
-    host.write_config(host.config_text())
-    host.start()
+def _under_systemd(host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """systemd "runs" (its runtime directory exists under the root), no pidfile is configured,
+    and a systemctl stand-in is first on PATH; returns the file it records its calls in."""
     (host.root / "run/systemd/system").mkdir(parents=True)
-    _under_systemd(host, monkeypatch)
+    monkeypatch.delenv("BALCTL_HAPROXY_PIDFILE")
+    host.cfg = dataclasses.replace(host.cfg, haproxy_pidfile=None)
+    host.runner = JobRunner(host.cfg, host.client, host.paths)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "systemctl.calls"
@@ -209,6 +202,16 @@ def test_reload_under_systemd_asks_systemctl_and_checks_the_socket(
     )
     stand_in.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return calls
+
+
+def test_reload_under_systemd_asks_systemctl_and_checks_the_socket(
+    host: Host, tmp_path, monkeypatch
+) -> None:
+    # The reload goes through systemctl; the real haproxy answers on the admin socket.
+    host.write_config(host.config_text())
+    host.start()
+    calls = _under_systemd(host, tmp_path, monkeypatch)
 
     old_pid = host.pid()
     done = host.job("haproxy.reload")
@@ -221,22 +224,7 @@ def test_reload_under_systemd_refuses_a_broken_config_without_calling_systemctl(
     host: Host, tmp_path, monkeypatch
 ) -> None:
     host.write_config(host.config_text() + BROKEN)
-    (host.root / "run/systemd/system").mkdir(parents=True)
-    _under_systemd(host, monkeypatch)
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    calls = tmp_path / "systemctl.calls"
-    stand_in = bin_dir / "systemctl"
-    stand_in.write_text(
-        SYSTEMCTL_STAND_IN.format(
-            calls=calls,
-            haproxy=shutil.which("haproxy") or "/usr/sbin/haproxy",
-            pidfile=host.pidfile,
-            config=host.paths.haproxy_cfg,
-        )
-    )
-    stand_in.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    calls = _under_systemd(host, tmp_path, monkeypatch)
 
     done = host.job("haproxy.reload")
     assert done.state == "failed"
