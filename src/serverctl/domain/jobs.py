@@ -25,7 +25,7 @@ from serverctl.agent_dist import build_zipapp
 from serverctl.db.models import Job, Member, Pool
 from serverctl.db.session import Database
 from serverctl.db.types import utcnow
-from serverctl.domain import audit, catalogue, recipes
+from serverctl.domain import audit, catalogue, lookup, recipes
 from serverctl.domain.catalogue import RECIPE_JOB, TERMINAL, JobState
 from serverctl.domain.live import LiveState
 from serverctl.domain.principal import Principal
@@ -127,7 +127,7 @@ class JobService:
             raise ValidationError(f"timeout_s must be 5-86400 seconds, not {timeout}")
         try:
             with self.db.session() as s:
-                pool, member = self._target(s, request.pool_id, request.member_id)
+                pool, member = lookup.pool_member(s, request.pool_id, request.member_id)
                 existing = self._by_key(s, member.id, request.idempotency_key)
                 if existing is not None:
                     return job_view(existing, self._steps(s, existing))
@@ -169,7 +169,7 @@ class JobService:
         if not steps:
             raise ValidationError(f"recipe {recipe_id!r} has no {action} action")
         with self.db.session() as s:
-            pool, member = self._target(s, pool_id, member_id)
+            pool, member = lookup.pool_member(s, pool_id, member_id)
             existing = self._by_key(s, member.id, idempotency_key)
             if existing is not None:
                 return job_view(existing, self._steps(s, existing))
@@ -211,10 +211,10 @@ class JobService:
             raise ValidationError(f"state must be one of {', '.join(JobState)}, not {state!r}")
         with self.db.session() as s:
             query = select(Job).where(Job.pool_id == pool_id)
-            if s.get(Pool, pool_id) is None:
-                raise NotFound(f"no pool with id {pool_id}")
-            if member_id is not None:
-                self._target(s, pool_id, member_id)
+            if member_id is None:
+                lookup.pool(s, pool_id)
+            else:
+                lookup.pool_member(s, pool_id, member_id)
                 query = query.where(Job.member_id == member_id)
             if state is not None:
                 query = query.where(Job.state == state)
@@ -251,7 +251,7 @@ class JobService:
         """Each recipe with its completion state on the host and its latest run."""
         principal.require("viewer")
         with self.db.session() as s:
-            _, member = self._target(s, pool_id, member_id)
+            _, member = lookup.pool_member(s, pool_id, member_id)
             live = self.live.members.get(member_id)
             block = (live.haproxy if live else member.haproxy) or {}
             out = []
@@ -562,16 +562,6 @@ class JobService:
         if job is None:
             raise NotFound(f"no job with id {job_id}")
         return job
-
-    @staticmethod
-    def _target(s: Session, pool_id: int, member_id: int) -> tuple[Pool, Member]:
-        pool = s.get(Pool, pool_id)
-        if pool is None:
-            raise NotFound(f"no pool with id {pool_id}")
-        member = s.get(Member, member_id)
-        if member is None or member.pool_id != pool_id:
-            raise NotFound(f"pool {pool.name!r} has no member with id {member_id}")
-        return pool, member
 
     def _check_host(self, pool: Pool, member: Member, job_type: str) -> None:
         if pool.template != "linux" or not catalogue.kind(job_type).needs_haproxy:

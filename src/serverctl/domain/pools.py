@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from serverctl.db.models import AgentRejection, Member, Pool, RevokedSecret
 from serverctl.db.session import Database
 from serverctl.db.types import utcnow
-from serverctl.domain import audit, health, secrets, validation
+from serverctl.domain import audit, health, lookup, secrets, validation
 from serverctl.domain.live import LiveState
 from serverctl.domain.principal import Principal
 from serverctl.errors import Conflict, NotFound
@@ -73,12 +73,12 @@ class PoolService:
     def get_pool(self, principal: Principal, pool_id: int) -> dict[str, Any]:
         principal.require("viewer")
         with self.db.session() as s:
-            return self._pool_view(s, self._pool(s, pool_id))
+            return self._pool_view(s, lookup.pool(s, pool_id))
 
     def delete_pool(self, principal: Principal, pool_id: int) -> None:
         principal.require("operator")
         with self.db.session() as s:
-            pool = self._pool(s, pool_id)
+            pool = lookup.pool(s, pool_id)
             member_ids = [m.id for m in pool.members]
             audit.record(s, principal, "pool.delete", f"pool:{pool.id}", {"name": pool.name})
             s.delete(pool)
@@ -95,7 +95,7 @@ class PoolService:
     ) -> dict[str, Any]:
         principal.require("operator")
         with self.db.session() as s:
-            pool = self._pool(s, pool_id)
+            pool = lookup.pool(s, pool_id)
             before = {"delay_s": pool.failover_delay_s, "haproxy_monitored": pool.haproxy_monitored}
             if delay_s is not None:
                 pool.failover_delay_s = validation.failover_delay(delay_s)
@@ -122,7 +122,7 @@ class PoolService:
         allowed = validation.allowed_ips(allowed_ips)
         secret = secrets.new_enrolment_secret()
         with self.db.session() as s:
-            pool = self._pool(s, pool_id)
+            pool = lookup.pool(s, pool_id)
             if any(m.hostname == hostname for m in pool.members):
                 raise Conflict(f"pool {pool.name!r} already has a member named {hostname!r}")
             member = Member(
@@ -149,21 +149,21 @@ class PoolService:
     def list_members(self, principal: Principal, pool_id: int) -> list[dict[str, Any]]:
         principal.require("viewer")
         with self.db.session() as s:
-            pool = self._pool(s, pool_id)
+            pool = lookup.pool(s, pool_id)
             return [self._member_view(s, pool, m) for m in pool.members]
 
     def get_member(self, principal: Principal, pool_id: int, member_id: int) -> dict[str, Any]:
         principal.require("viewer")
         with self.db.session() as s:
-            pool = self._pool(s, pool_id)
-            return self._member_view(s, pool, self._member(pool, member_id))
+            pool = lookup.pool(s, pool_id)
+            return self._member_view(s, pool, lookup.member(s, pool, member_id))
 
     def rejections(
         self, principal: Principal, pool_id: int, member_id: int, limit: int = 50
     ) -> list[dict[str, Any]]:
         principal.require("viewer")
         with self.db.session() as s:
-            self._member(self._pool(s, pool_id), member_id)
+            lookup.pool_member(s, pool_id, member_id)
             rows = s.scalars(
                 select(AgentRejection)
                 .where(AgentRejection.member_id == member_id)
@@ -185,7 +185,7 @@ class PoolService:
         """What the agent last reported of HAProxy's traffic: live only, never stored."""
         principal.require("viewer")
         with self.db.session() as s:
-            member = self._member(self._pool(s, pool_id), member_id)
+            member = lookup.pool_member(s, pool_id, member_id)[1]
             block = member.haproxy or {}
         live = self.live.members.get(member_id)
         if live is not None:
@@ -207,8 +207,8 @@ class PoolService:
         principal.require("operator")
         secret = secrets.new_enrolment_secret()
         with self.db.session() as s:
-            pool = self._pool(s, pool_id)
-            member = self._member(pool, member_id)
+            pool = lookup.pool(s, pool_id)
+            member = lookup.member(s, pool, member_id)
             old_hash = member.secret_hash
             s.add(RevokedSecret(secret_hash=old_hash, member_id=member.id))
             member.secret_hash = secrets.hash_secret(secret)
@@ -226,8 +226,8 @@ class PoolService:
     def delete_member(self, principal: Principal, pool_id: int, member_id: int) -> None:
         principal.require("operator")
         with self.db.session() as s:
-            pool = self._pool(s, pool_id)
-            member = self._member(pool, member_id)
+            pool = lookup.pool(s, pool_id)
+            member = lookup.member(s, pool, member_id)
             if pool.active_member_id == member.id:
                 # The oldest remaining member becomes active (none when it was the last one).
                 others = [m.id for m in pool.members if m.id != member.id]
@@ -314,20 +314,6 @@ class PoolService:
             haproxy=member.haproxy,
             enrolled_at=member.enrolled_at,
         )
-
-    @staticmethod
-    def _pool(s: Session, pool_id: int) -> Pool:
-        pool = s.get(Pool, pool_id)
-        if pool is None:
-            raise NotFound(f"no pool with id {pool_id}")
-        return pool
-
-    @staticmethod
-    def _member(pool: Pool, member_id: int) -> Member:
-        for member in pool.members:
-            if member.id == member_id:
-                return member
-        raise NotFound(f"pool {pool.name!r} has no member with id {member_id}")
 
     @staticmethod
     def _failover_view(pool: Pool) -> dict[str, Any]:

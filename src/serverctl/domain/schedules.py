@@ -14,10 +14,10 @@ from typing import Any
 from croniter import croniter
 from sqlalchemy import select
 
-from serverctl.db.models import Member, Pool, Schedule
+from serverctl.db.models import Member, Schedule
 from serverctl.db.session import Database
 from serverctl.db.types import utcnow
-from serverctl.domain import audit, catalogue
+from serverctl.domain import audit, catalogue, lookup
 from serverctl.domain.jobs import Enqueue, JobService
 from serverctl.domain.principal import Principal
 from serverctl.errors import NotFound, ServerCTLError, ValidationError
@@ -88,13 +88,9 @@ class ScheduleService:
             raise ValidationError("agent.update cannot be scheduled: run it when you upgrade")
         now = utcnow()
         with self.db.session() as s:
-            pool = s.get(Pool, pool_id)
-            if pool is None:
-                raise NotFound(f"no pool with id {pool_id}")
+            pool = lookup.pool(s, pool_id)
             if member_id is not None:
-                member = s.get(Member, member_id)
-                if member is None or member.pool_id != pool_id:
-                    raise NotFound(f"pool {pool.name!r} has no member with id {member_id}")
+                lookup.member(s, pool, member_id)
             schedule = Schedule(
                 pool_id=pool_id,
                 member_id=member_id,
@@ -122,8 +118,7 @@ class ScheduleService:
         principal.require("viewer")
         now = utcnow()
         with self.db.session() as s:
-            if s.get(Pool, pool_id) is None:
-                raise NotFound(f"no pool with id {pool_id}")
+            lookup.pool(s, pool_id)
             query = select(Schedule).where(Schedule.pool_id == pool_id)
             if member_id is not None:
                 # A member's tab shows its own schedules and the pool-wide ones that reach it.
