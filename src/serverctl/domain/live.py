@@ -32,6 +32,8 @@ class MemberLive:
     pool_id: int
     hostname: str
     allowed: tuple[IPNetwork, ...]
+    # The key of this member in LiveState.by_secret.
+    secret_hash: str = ""
     last_seen: datetime | None = None
     ip: str | None = None
     version: str | None = None
@@ -104,7 +106,9 @@ class LiveState:
             else:
                 current.hostname = hostname
                 current.allowed = parse_networks(allowed_ips)
-            self.by_secret = {h: m for h, m in self.by_secret.items() if m != member_id}
+                # A direct removal: rebuilding the index per member made start-up quadratic.
+                self.by_secret.pop(current.secret_hash, None)
+            current.secret_hash = secret_hash
             self.by_secret[secret_hash] = member_id
 
     def revoke(self, secret_hash: str, member_id: int) -> None:
@@ -114,8 +118,9 @@ class LiveState:
 
     def forget(self, member_id: int) -> None:
         with self.lock:
-            self.members.pop(member_id, None)
-            self.by_secret = {h: m for h, m in self.by_secret.items() if m != member_id}
+            gone = self.members.pop(member_id, None)
+            if gone is not None:
+                self.by_secret.pop(gone.secret_hash, None)
             self.revoked = {h: m for h, m in self.revoked.items() if m != member_id}
 
     # -- the heartbeat path ---------------------------------------------------------------------
