@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from support.loopback import LoopbackServer
 
-class JobsPlane:
+
+class JobsPlane(LoopbackServer):
     def __init__(self) -> None:
         self.jobs: list[dict[str, Any]] = []
         self.heartbeats: list[dict[str, Any]] = []
@@ -50,10 +52,7 @@ class JobsPlane:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        super().__init__(Handler)
 
     def answer(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if path == "/api/agents/heartbeat":
@@ -74,12 +73,3 @@ class JobsPlane:
         """The last completion body per job id (the retries carry the same body)."""
         with self.lock:
             return {body["job_id"]: body for body in self.completions}
-
-    def __enter__(self) -> JobsPlane:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(5)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import json
 import re
-import threading
 import zipfile
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+from support.loopback import LoopbackServer
 
 KEY = "k" * 40 + "SECRET42"
 
@@ -47,7 +48,7 @@ class Seen:
     client_port: int
 
 
-class FakeControlPlane:
+class FakeControlPlane(LoopbackServer):
     """A real HTTP/1.1 server on 127.0.0.1 that records requests and answers from `replies`."""
 
     def __init__(self) -> None:
@@ -86,19 +87,7 @@ class FakeControlPlane:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-
-    def __enter__(self) -> FakeControlPlane:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(5)
+        super().__init__(Handler)
 
 
 SRC = Path(__file__).resolve().parents[3] / "src" / "balctl"
@@ -119,7 +108,7 @@ def build_pyz(version_suffix: str = "") -> bytes:
     return buffer.getvalue()
 
 
-class FileServer:
+class FileServer(LoopbackServer):
     """A loopback HTTP server for GET downloads: `files` maps a path to its bytes."""
 
     def __init__(self) -> None:
@@ -143,16 +132,4 @@ class FileServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-
-    def __enter__(self) -> FileServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(5)
+        super().__init__(Handler)
