@@ -7,10 +7,12 @@
     ├── AuthError              missing or wrong credentials (→ 401)
     │   └── AgentAuthError     an agent request refused; carries the status and the reason
     ├── PermissionDenied       authenticated, but the role does not allow it (→ 403)
-    ├── ProviderError          a DNS provider failed (issue: managed DNS)
-    │   ├── ProviderAuthError
+    ├── ProviderError          a DNS provider failed (→ 502)
+    │   ├── ProviderAuthError  bad credentials or no permission
+    │   ├── ZoneNotFound       the zone is not on the provider (or not visible to the token)
+    │   ├── ProviderUnreachable  no connection, timeout or TLS failure
     │   ├── RateLimited(retry_after)
-    │   └── NotSupported
+    │   └── NotSupported       the provider cannot do this (e.g. proxied records) (→ 422)
     ├── StorageError           a backup store failed (issue: backups)
     └── JobError               a job could not be queued or run (issue: jobs)
 
@@ -62,6 +64,14 @@ class ProviderError(ServerCTLError):
 
 
 class ProviderAuthError(ProviderError):
+    pass
+
+
+class ZoneNotFound(ProviderError):
+    pass
+
+
+class ProviderUnreachable(ProviderError):
     pass
 
 

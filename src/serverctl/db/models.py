@@ -60,6 +60,13 @@ class Pool(Base):
     haproxy_monitored: Mapped[bool] = mapped_column(Boolean, default=True)
     # No foreign key: members point at their pool, and a cycle would complicate deletes.
     active_member_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    failover_automatic: Mapped[bool] = mapped_column(Boolean, default=False)
+    failover_cooldown_s: Mapped[int] = mapped_column(Integer, default=300)
+    # The cool-down counts from the last automatic promotion only (manual cutovers do not).
+    last_auto_failover_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    alert_recipients: Mapped[list[str]] = mapped_column(JSONText, default=list)
+    # Which pool events email the recipients; see serverctl.domain.alerts.POOL_ALERTS.
+    alert_settings: Mapped[dict[str, Any] | None] = mapped_column(JSONText, nullable=True)
 
     members: Mapped[list[Member]] = relationship(
         back_populates="pool", cascade="all, delete-orphan", order_by="Member.id"
@@ -82,6 +89,8 @@ class Member(Base):
     last_ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
     agent_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
     haproxy: Mapped[dict[str, Any] | None] = mapped_column(JSONText, nullable=True)
+    # Per-member alert thresholds; see serverctl.domain.alerts.MEMBER_ALERTS.
+    alert_settings: Mapped[dict[str, Any] | None] = mapped_column(JSONText, nullable=True)
 
     pool: Mapped[Pool] = relationship(back_populates="members")
 
@@ -172,3 +181,117 @@ class Schedule(Base):
     created_by: Mapped[str] = mapped_column(String(128))
     next_run_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AppSetting(Base):
+    """Control-plane-wide settings edited in the UI (SMTP, later ACME). Secret parts are kept
+    apart, encrypted (serverctl.crypto)."""
+
+    __tablename__ = "app_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSONText)
+    secrets_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(128))
+
+
+class DnsProviderAccount(Base):
+    """Named, reusable DNS provider credentials (Settings → API providers)."""
+
+    __tablename__ = "dns_providers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    # The non-secret settings (shown); the secret ones only encrypted (never shown again).
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONText)
+    secrets_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128))
+
+
+class PoolDns(Base):
+    """A pool's managed A record: where it lives and what was last published."""
+
+    __tablename__ = "pool_dns"
+
+    pool_id: Mapped[int] = mapped_column(
+        ForeignKey("pools.id", ondelete="CASCADE"), primary_key=True
+    )
+    provider_id: Mapped[int] = mapped_column(ForeignKey("dns_providers.id"), index=True)
+    zone: Mapped[str] = mapped_column(String(253))
+    label: Mapped[str] = mapped_column(String(253))
+    ttl: Mapped[int] = mapped_column(Integer)
+    proxied: Mapped[bool] = mapped_column(Boolean, default=False)
+    ddns: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Authoritative servers to query for propagation ("host" or "host:port"); empty: ask the
+    # provider, then the zone's NS records.
+    check_servers: Mapped[list[str]] = mapped_column(JSONText, default=list)
+    linked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DnsUpdate(Base):
+    """One intended A record change. Only the newest pending one of a pool is applied; older
+    pending ones are superseded, so changes never land out of order."""
+
+    __tablename__ = "dns_updates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("pools.id", ondelete="CASCADE"), index=True)
+    address: Mapped[str] = mapped_column(String(45))
+    reason: Mapped[str] = mapped_column(String(255))
+    # pending → applied | superseded
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Read back through the provider; then seen on the authoritative servers.
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    propagated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    propagation: Mapped[str | None] = mapped_column(Text, nullable=True)
+    alerted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class FailoverEvent(Base):
+    """One promotion: when, why, from, to, the DNS result and the timings."""
+
+    __tablename__ = "failover_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("pools.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # automatic | manual (Make active) | cutover (Cut DNS to standby)
+    trigger: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(128))
+    from_member_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    from_hostname: Mapped[str | None] = mapped_column(String(253), nullable=True)
+    to_member_id: Mapped[int] = mapped_column(Integer)
+    to_hostname: Mapped[str] = mapped_column(String(253))
+    address: Mapped[str | None] = mapped_column(String(45), nullable=True)
+    # When the failure was first seen (automatic only): detection → promotion → DNS.
+    detected_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    dns_update_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class Alert(Base):
+    """Something operators should hear about; emailed to the pool's recipients when enabled."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("pools.id", ondelete="CASCADE"), index=True)
+    member_id: Mapped[int | None] = mapped_column(
+        ForeignKey("members.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(255))
+    message: Mapped[str] = mapped_column(Text)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # none (not emailed) | pending | sent | failed
+    email_state: Mapped[str] = mapped_column(String(16), default="none")
+    email_error: Mapped[str | None] = mapped_column(Text, nullable=True)
