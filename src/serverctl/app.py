@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,10 +13,11 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
 from serverctl import __version__
-from serverctl.api import agents, errors, jobs, operators, pools
+from serverctl.api import agents, dns, errors, jobs, operators, pools
 from serverctl.config import Settings
 from serverctl.loops import flush
 from serverctl.loops import jobs as jobs_loop
+from serverctl.loops.failover import Evaluator
 from serverctl.state import AppState
 from serverctl.web import routes as web
 
@@ -30,7 +32,15 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
         count = await asyncio.to_thread(state.pools.load_live_state)
         await asyncio.to_thread(state.jobs.load_hints)
         log.info("loaded %d members into the live state", count)
+        evaluator = Evaluator(state.failover, settings.failover_tick_s)
+        state.wake_evaluator = evaluator.wake
+        stop_dns = threading.Event()
+        dns_worker = threading.Thread(
+            target=state.publisher.run, args=(stop_dns,), name="dns-publisher", daemon=True
+        )
+        dns_worker.start()
         tasks = [
+            asyncio.create_task(evaluator.run(), name="failover"),
             asyncio.create_task(
                 flush.run(state.db, state.live, settings.last_seen_flush_s), name="flush"
             ),
@@ -43,6 +53,9 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            stop_dns.set()
+            state.publisher.kick()
+            await asyncio.to_thread(dns_worker.join, 15)
             # Keep the last-seen times of a clean shutdown.
             await asyncio.to_thread(flush.flush_once, state.db, state.live, include_seen=True)
 
@@ -64,6 +77,7 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     app.include_router(pools.router)
     app.include_router(operators.router)
     app.include_router(jobs.router)
+    app.include_router(dns.router)
     app.include_router(agents.router)
     web.install(app)
     return app

@@ -11,7 +11,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -52,6 +52,17 @@ class Settings(BaseSettings):
     last_seen_flush_s: float = Field(default=5.0, ge=0.5, le=60)
     job_pending_ttl_s: int = Field(
         default=3600, ge=60, description="A job nobody claims in this time is timed out."
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key that encrypts provider credentials at rest; default: "
+        "<data_dir>/secret.key, created 0600 on first start.",
+    )
+    dns_timeout_s: float = Field(
+        default=10.0, ge=1, le=120, description="Timeout of one DNS provider call."
+    )
+    failover_tick_s: float = Field(
+        default=1.0, ge=0.1, le=10, description="How often the failover evaluator runs."
     )
     config_file: Path | None = None
 

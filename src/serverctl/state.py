@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from serverctl.config import Settings
+from serverctl.crypto import SecretBox
 from serverctl.db.session import Database
 from serverctl.domain.agents import AgentGate
+from serverctl.domain.alerts import AlertService
+from serverctl.domain.dns_accounts import DnsAccounts
+from serverctl.domain.dns_updates import DnsPublisher
+from serverctl.domain.failover import FailoverService
 from serverctl.domain.jobs import JobService
 from serverctl.domain.live import LiveState
 from serverctl.domain.operators import OperatorService
+from serverctl.domain.pool_dns import PoolDnsService
 from serverctl.domain.pools import PoolService
 from serverctl.domain.schedules import ScheduleService
+
+
+def _no_wake() -> None:
+    """Until the evaluator loop runs, there is nothing to wake."""
 
 
 @dataclass
@@ -24,12 +35,27 @@ class AppState:
     gate: AgentGate
     jobs: JobService
     schedules: ScheduleService
+    box: SecretBox
+    dns_accounts: DnsAccounts
+    publisher: DnsPublisher
+    pool_dns: PoolDnsService
+    failover: FailoverService
+    alerts: AlertService
+    # Set by the evaluator loop: wakes it at once (a heartbeat changed a member's health).
+    wake_evaluator: Callable[[], None] = field(default=_no_wake)
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:
         db = Database(settings)
         live = LiveState()
         jobs = JobService(db, live, settings.job_pending_ttl_s, settings.public_url)
+        box = SecretBox.from_key_or_file(
+            settings.secret_key.get_secret_value() if settings.secret_key else None,
+            settings.data_dir,
+        )
+        alerts = AlertService(db)
+        accounts = DnsAccounts(db, box, timeout=settings.dns_timeout_s)
+        publisher = DnsPublisher(db, accounts, alert=alerts.hook)
         return cls(
             settings=settings,
             db=db,
@@ -39,4 +65,10 @@ class AppState:
             gate=AgentGate(live),
             jobs=jobs,
             schedules=ScheduleService(db, jobs),
+            box=box,
+            dns_accounts=accounts,
+            publisher=publisher,
+            pool_dns=PoolDnsService(db, live, accounts, publisher),
+            failover=FailoverService(db, live, publisher, alert=alerts.hook),
+            alerts=alerts,
         )

@@ -41,7 +41,13 @@ def test_api_with_wrong_token_is_refused(app_env):
 def test_create_list_get_and_delete_a_pool(app_env):
     pool = _pool(app_env)
     assert pool["name"] == "production-edge"
-    assert pool["failover"] == {"delay_s": 30, "haproxy_monitored": True}
+    assert pool["failover"] == {
+        "automatic": False,
+        "delay_s": 30,
+        "haproxy_monitored": True,
+        "cooldown_s": 300,
+        "last_auto_failover_at": None,
+    }
     listed = app_env.client.get("/api/pools").json()
     assert listed["total"] == 1 and listed["items"][0]["id"] == pool["id"]
     assert app_env.client.get(f"/api/pools/{pool['id']}").json()["name"] == "production-edge"
@@ -155,13 +161,25 @@ def test_rotating_a_secret_gives_a_new_one(app_env):
 def test_failover_settings_are_validated_and_saved(app_env):
     pool = _pool(app_env)
     url = f"/api/pools/{pool['id']}/failover"
-    saved = app_env.client.put(url, json={"delay_s": 10, "haproxy_monitored": False})
-    assert saved.json() == {"delay_s": 10, "haproxy_monitored": False}
-    assert app_env.client.get(url).json() == {"delay_s": 10, "haproxy_monitored": False}
-    for bad in ({"delay_s": 9}, {"delay_s": 121}, {}, {"delay_s": "soon"}, {"other": 1}):
+    body = {"automatic": True, "delay_s": 10, "haproxy_monitored": False, "cooldown_s": 0}
+    saved = app_env.client.put(url, json=body)
+    expected = {**body, "last_auto_failover_at": None}
+    assert saved.json() == expected
+    assert app_env.client.get(url).json() == expected
+    bad_bodies = (
+        {"delay_s": 9},
+        {"delay_s": 121},
+        {},
+        {"delay_s": "soon"},
+        {"other": 1},
+        {"cooldown_s": -1},
+        {"cooldown_s": 3601},
+        {"automatic": "maybe"},
+    )
+    for bad in bad_bodies:
         answer = app_env.client.put(url, json=bad)
         assert answer.status_code == 422, bad
-    assert app_env.client.get(url).json()["delay_s"] == 10
+    assert app_env.client.get(url).json() == expected
 
 
 def test_unknown_member_and_pool_are_404(app_env):

@@ -15,9 +15,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from serverctl.agent_dist import build_zipapp, install_script
 from serverctl.api.deps import State, source_ip
-from serverctl.domain.agents import AgentRequest
+from serverctl.domain.agents import Accepted, AgentRequest
 from serverctl.domain.heartbeat import MAX_BODY_BYTES
 from serverctl.errors import AgentAuthError, ServerCTLError
+from serverctl.state import AppState
 
 router = APIRouter(tags=["agents"])
 log = logging.getLogger(__name__)
@@ -57,9 +58,15 @@ def _refused(exc: AgentAuthError) -> JSONResponse:
 @router.post("/api/agents/heartbeat")
 async def heartbeat(request: Request, state: State) -> Response:
     try:
-        member, payload = state.gate.heartbeat(await _agent_request(request))
+        accepted = state.gate.heartbeat(await _agent_request(request))
     except AgentAuthError as exc:
         return _refused(exc)
+    member, payload = accepted.member, accepted.payload
+    if accepted.change.health:
+        # HAProxy went down or came back: evaluate failover now, not at the next tick.
+        state.wake_evaluator()
+    if accepted.followed or (accepted.change.ip and member.pool_id in state.live.ddns_pools):
+        await _dynamic_dns(state, accepted)
     jobs: list[dict[str, Any]] = []
     if member.jobs_hint:
         try:
@@ -69,6 +76,19 @@ async def heartbeat(request: Request, state: State) -> Response:
     return JSONResponse(
         {"ok": True, "jobs": jobs, "heartbeat_interval_s": state.settings.heartbeat_interval_s}
     )
+
+
+async def _dynamic_dns(state: AppState, accepted: Accepted) -> None:
+    """A DDNS pool's member moved: let its new address in (audited) and move the record."""
+    member, address = accepted.member, accepted.payload.ip
+    try:
+        if accepted.followed:
+            await asyncio.to_thread(
+                state.pool_dns.follow_address, member.member_id, accepted.followed_from, address
+            )
+        await asyncio.to_thread(state.pool_dns.address_changed, member.member_id, address)
+    except Exception:  # noqa: BLE001 - the agent must get its answer; the next beat retries
+        log.exception("dynamic DNS for member %s failed", member.member_id)
 
 
 @router.post("/api/agents/jobs/complete")

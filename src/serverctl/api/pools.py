@@ -58,11 +58,12 @@ def get_failover(pool_id: int, state: State, who: Operator) -> dict[str, Any]:
 
 @router.put("/{pool_id}/failover", response_model=FailoverSettings)
 def set_failover(pool_id: int, body: FailoverUpdate, state: State, who: Operator) -> dict[str, Any]:
-    if body.delay_s is None and body.haproxy_monitored is None:
-        raise ValidationError("give delay_s and/or haproxy_monitored")
-    return state.pools.set_failover(
-        who, pool_id, delay_s=body.delay_s, haproxy_monitored=body.haproxy_monitored
-    )
+    changes = body.model_dump(exclude_none=True)
+    if not changes:
+        raise ValidationError(
+            "give one or more of automatic, delay_s, haproxy_monitored, cooldown_s"
+        )
+    return state.pools.set_failover(who, pool_id, **changes)
 
 
 @router.post("/{pool_id}/members", status_code=201, response_model=MemberCreated)

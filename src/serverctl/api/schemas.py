@@ -20,13 +20,62 @@ class Strict(BaseModel):
 
 
 class FailoverSettings(BaseModel):
+    automatic: bool
     delay_s: int
     haproxy_monitored: bool
+    cooldown_s: int
+    last_auto_failover_at: datetime | None = None
 
 
 class FailoverUpdate(Strict):
+    automatic: bool | None = Field(default=None, description="automatic failover on/off")
     delay_s: int | None = Field(default=None, description="10-120 seconds")
     haproxy_monitored: bool | None = None
+    cooldown_s: int | None = Field(
+        default=None, description="0-3600 seconds after an automatic promotion"
+    )
+
+
+class DnsProviderCreate(Strict):
+    name: str = Field(examples=["cloudflare-prod"])
+    kind: str = Field(examples=["cloudflare", "cpanel", "rfc2136", "powerdns"])
+    config: dict[str, Any] = Field(
+        examples=[{"api_url": "http://127.0.0.1:8081", "api_key": "...", "server_id": "localhost"}]
+    )
+
+
+class DnsProviderOut(BaseModel):
+    id: int
+    name: str
+    kind: str
+    title: str
+    supports_proxied: bool
+    settings: dict[str, Any] = Field(description="the non-secret settings; secrets never return")
+    created_at: datetime
+    created_by: str
+    linked_pools: int
+
+
+class DnsTestIn(Strict):
+    zone: str | None = Field(default=None, description="also check this zone is there")
+
+
+class DnsTestOut(BaseModel):
+    ok: bool
+    detail: str
+
+
+class PoolDnsIn(Strict):
+    provider_id: int
+    zone: str = Field(examples=["example.com"])
+    label: str = Field(examples=["lb"], description="'@' for the zone apex")
+    ttl: int = Field(default=60, description="1-86400 seconds")
+    proxied: bool = Field(default=False, description="Cloudflare only; raw TCP needs false")
+    ddns: bool = Field(default=False, description="dynamic DNS sync of the active member's IPv4")
+    check_servers: list[str] = Field(
+        default_factory=list,
+        description="authoritative servers to query for propagation (host or host:port)",
+    )
 
 
 class PoolCreate(Strict):

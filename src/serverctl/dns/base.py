@@ -107,7 +107,9 @@ class DNSProvider(ABC):
         if proxied and not self.supports_proxied:
             raise NotSupported(f"{self.title} cannot proxy records; use DNS-only (proxied false)")
         zone, fqdn = self._place(zone, name)
-        record = Record(fqdn, "A", (str(ip),), check_ttl(ttl), proxied if self.supports_proxied else None)
+        record = Record(
+            fqdn, "A", (str(ip),), check_ttl(ttl), proxied if self.supports_proxied else None
+        )
         self.log.info("setting %s A %s (ttl %s)", fqdn, ip, record.ttl)
         self._put(zone, record)
 
@@ -144,7 +146,7 @@ class DNSProvider(ABC):
         (an RFC 2136 server, a PowerDNS server's DNS port); used to check propagation."""
         return []
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most providers hold nothing to close
         """Release connections; the provider is not used after this."""
 
     # -- hooks ----------------------------------------------------------------------------------

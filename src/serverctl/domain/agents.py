@@ -22,7 +22,7 @@ from serverctl.domain.heartbeat import (
     parse_enrolment,
     parse_heartbeat,
 )
-from serverctl.domain.live import LiveState, MemberLive, Rejection
+from serverctl.domain.live import HeartbeatChange, LiveState, MemberLive, Rejection
 from serverctl.errors import AgentAuthError, ValidationError
 
 log = logging.getLogger(__name__)
@@ -35,22 +35,40 @@ class AgentRequest:
     body: bytes
 
 
+@dataclass(frozen=True)
+class Accepted:
+    member: MemberLive
+    payload: HeartbeatPayload
+    change: HeartbeatChange
+    # Dynamic DNS: the member called from a new address, now let in (the old address first).
+    followed_from: str | None = None
+    followed: bool = False
+
+
 class AgentGate:
     def __init__(self, live: LiveState) -> None:
         self.live = live
 
-    def heartbeat(self, request: AgentRequest) -> tuple[MemberLive, HeartbeatPayload]:
-        member = self._authenticate(request)
-        payload = self._checked(member, request, parse_heartbeat)
+    def heartbeat(self, request: AgentRequest) -> Accepted:
+        member = self._authenticate(request, may_follow=True)
+        payload: HeartbeatPayload = self._checked(member, request, parse_heartbeat)
         self._check_hostname(member, request, payload.hostname)
-        self.live.record_heartbeat(
+        followed_from = member.ip
+        followed = not member.allows(request.source_ip)
+        if followed:
+            # Only a DDNS pool's member gets here (see _authenticate), and only when it declares
+            # the very address it calls from: the secret and hostname have been checked.
+            if payload.ip != request.source_ip:
+                self._reject(member.member_id, 403, self._ip_refusal(member, request), request)
+            self.live.follow_address(member, request.source_ip)
+        change = self.live.record_heartbeat(
             member,
             now=utcnow(),
             ip=payload.ip,
             version=payload.version,
             haproxy=payload.haproxy.model_dump(exclude_none=True),
         )
-        return member, payload
+        return Accepted(member, payload, change, followed_from, followed)
 
     def completion(self, request: AgentRequest) -> tuple[MemberLive, JobCompletion]:
         member = self._authenticate(request)
@@ -66,7 +84,7 @@ class AgentGate:
 
     # -- the checks -----------------------------------------------------------------------------
 
-    def _authenticate(self, request: AgentRequest) -> MemberLive:
+    def _authenticate(self, request: AgentRequest, may_follow: bool = False) -> MemberLive:
         secret = _bearer(request.authorization)
         if secret is None:
             raise AgentAuthError("missing bearer enrolment secret (Authorization: Bearer <key>)")
@@ -79,13 +97,14 @@ class AgentGate:
                 self._reject(revoked_for, 401, "enrolment secret was revoked", request)
             raise AgentAuthError("unknown or revoked enrolment secret")
         if not member.allows(request.source_ip):
-            self._reject(
-                member.member_id,
-                403,
-                f"source IP {request.source_ip} is not allowed for member {member.hostname}",
-                request,
-            )
+            if may_follow and member.pool_id in self.live.ddns_pools:
+                return member  # decided in heartbeat(), once the body is checked
+            self._reject(member.member_id, 403, self._ip_refusal(member, request), request)
         return member
+
+    @staticmethod
+    def _ip_refusal(member: MemberLive, request: AgentRequest) -> str:
+        return f"source IP {request.source_ip} is not allowed for member {member.hostname}"
 
     def _checked(self, member: MemberLive, request: AgentRequest, parse: Any) -> Any:
         try:

@@ -58,6 +58,19 @@ class MemberLive:
         return any(ip in network for network in self.allowed)
 
 
+@dataclass(frozen=True)
+class HeartbeatChange:
+    """What a heartbeat changed that others must react to at once."""
+
+    # HAProxy's state flipped (or the agent lost/regained sight of it): evaluate failover now.
+    health: bool = False
+    # The reported address changed: dynamic DNS may move the record.
+    ip: bool = False
+
+
+NO_CHANGE = HeartbeatChange()
+
+
 @dataclass
 class PendingRejection:
     member_id: int
@@ -70,7 +83,27 @@ class LiveState:
     by_secret: dict[str, int] = field(default_factory=dict)
     revoked: dict[str, int] = field(default_factory=dict)
     rejections: list[PendingRejection] = field(default_factory=list)
+    # Pools with dynamic DNS sync on: their members' allowed IPs follow their address.
+    ddns_pools: set[int] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def set_ddns(self, pool_id: int, on: bool) -> None:
+        with self.lock:
+            if on:
+                self.ddns_pools.add(pool_id)
+            else:
+                self.ddns_pools.discard(pool_id)
+
+    def follow_address(self, member: MemberLive, address: str) -> None:
+        """A DDNS member called from a new address: let that address in from now on."""
+        with self.lock:
+            # The entry for the old address goes; networks and other addresses stay.
+            kept = [
+                n
+                for n in member.allowed
+                if not (n.num_addresses == 1 and str(n.network_address) == member.ip)
+            ]
+            member.allowed = (*kept, *parse_networks([address]))
 
     # -- registration (operator actions, start-up) --------------------------------------------
 
@@ -133,7 +166,7 @@ class LiveState:
         ip: str,
         version: str,
         haproxy: dict[str, Any],
-    ) -> None:
+    ) -> HeartbeatChange:
         # The agent sends its stats summaries every few seconds and its topology when it
         # changes; between those, heartbeats leave them out and the last ones stand.
         stats = haproxy.pop("stats", None)
@@ -146,7 +179,12 @@ class LiveState:
         for key in RETAINED_KEYS:
             if key not in haproxy and key in previous:
                 haproxy[key] = previous[key]
+        change = NO_CHANGE
         if member.ip != ip or member.version != version or member.haproxy != haproxy:
+            health_flip = previous.get("active") != haproxy.get("active") or previous.get(
+                "monitored"
+            ) != haproxy.get("monitored")
+            change = HeartbeatChange(health=health_flip, ip=member.ip != ip)
             member.ip, member.version, member.haproxy = ip, version, haproxy
             member.changed = True
         if member.enrolled_at is None:
@@ -154,6 +192,7 @@ class LiveState:
             member.changed = True
         member.last_seen = now
         member.seen = True
+        return change
 
     def record_rejection(self, member_id: int, rejection: Rejection) -> None:
         member = self.members.get(member_id)

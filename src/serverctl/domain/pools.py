@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from serverctl.db.models import AgentRejection, Member, Pool, RevokedSecret
+from serverctl.db.models import AgentRejection, Member, Pool, PoolDns, RevokedSecret
 from serverctl.db.session import Database
 from serverctl.db.types import utcnow
 from serverctl.domain import audit, health, lookup, secrets, validation
@@ -90,18 +90,24 @@ class PoolService:
         principal: Principal,
         pool_id: int,
         *,
+        automatic: bool | None = None,
         delay_s: int | None = None,
         haproxy_monitored: bool | None = None,
+        cooldown_s: int | None = None,
     ) -> dict[str, Any]:
         principal.require("operator")
         with self.db.session() as s:
             pool = lookup.pool(s, pool_id)
-            before = {"delay_s": pool.failover_delay_s, "haproxy_monitored": pool.haproxy_monitored}
+            before = self._failover_view(pool)
+            if automatic is not None:
+                pool.failover_automatic = automatic
             if delay_s is not None:
                 pool.failover_delay_s = validation.failover_delay(delay_s)
             if haproxy_monitored is not None:
                 pool.haproxy_monitored = haproxy_monitored
-            after = {"delay_s": pool.failover_delay_s, "haproxy_monitored": pool.haproxy_monitored}
+            if cooldown_s is not None:
+                pool.failover_cooldown_s = validation.failover_cooldown(cooldown_s)
+            after = self._failover_view(pool)
             if after != before:
                 audit.record(
                     s,
@@ -229,8 +235,15 @@ class PoolService:
             pool = lookup.pool(s, pool_id)
             member = lookup.member(s, pool, member_id)
             if pool.active_member_id == member.id:
-                # The oldest remaining member becomes active (none when it was the last one).
                 others = [m.id for m in pool.members if m.id != member.id]
+                if others and s.get(PoolDns, pool.id) is not None:
+                    # The A record points at this member: moving it is a cutover, which the
+                    # operator chooses (Make active), not a side effect of a delete.
+                    raise Conflict(
+                        f"{member.hostname} is the active member and the pool's A record "
+                        "points at it: make another member active first, then delete it"
+                    )
+                # The oldest remaining member becomes active (none when it was the last one).
                 pool.active_member_id = others[0] if others else None
             audit.record(
                 s,
@@ -277,6 +290,8 @@ class PoolService:
                 self._register(member)
             for revoked in s.scalars(select(RevokedSecret)):
                 self.live.revoked[revoked.secret_hash] = revoked.member_id
+            for pool_id in s.scalars(select(PoolDns.pool_id).where(PoolDns.ddns.is_(True))):
+                self.live.set_ddns(pool_id, True)
             return len(members)
 
     def prune_rejections(self, keep: int = 200) -> None:
@@ -317,7 +332,13 @@ class PoolService:
 
     @staticmethod
     def _failover_view(pool: Pool) -> dict[str, Any]:
-        return {"delay_s": pool.failover_delay_s, "haproxy_monitored": pool.haproxy_monitored}
+        return {
+            "automatic": pool.failover_automatic,
+            "delay_s": pool.failover_delay_s,
+            "haproxy_monitored": pool.haproxy_monitored,
+            "cooldown_s": pool.failover_cooldown_s,
+            "last_auto_failover_at": pool.last_auto_failover_at,
+        }
 
     def _pool_view(self, s: Session, pool: Pool) -> dict[str, Any]:
         now = utcnow()

@@ -87,3 +87,10 @@ def failover_delay(value: int) -> int:
     if not 10 <= value <= 120:
         raise ValidationError(f"failover delay must be 10-120 seconds, not {value}")
     return value
+
+
+def failover_cooldown(value: int) -> int:
+    """Seconds after an automatic promotion before another may happen (0 turns it off)."""
+    if not 0 <= value <= 3600:
+        raise ValidationError(f"failover cool-down must be 0-3600 seconds, not {value}")
+    return value

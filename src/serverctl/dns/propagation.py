@@ -1,0 +1,67 @@
+"""Is a record visible on the zone's authoritative servers? Real DNS queries (dnspython)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.query
+import dns.rdatatype
+import dns.resolver
+
+log = logging.getLogger(__name__)
+Server = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Answer:
+    server: Server
+    addresses: frozenset[str] | None  # None: the server did not answer
+    error: str | None = None
+
+
+def parse_server(text: str) -> Server:
+    """'192.0.2.53', '192.0.2.53:5353', '[2001:db8::53]:53' or 'ns1.example.net'."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest.lstrip(":") or 53)
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, int(port)
+    return text, 53
+
+
+def query_a(server: Server, name: str, timeout: float = 1.0) -> Answer:
+    host, port = server
+    query = dns.message.make_query(name.rstrip(".") + ".", dns.rdatatype.A)
+    try:
+        response = dns.query.udp(query, host, port=port, timeout=timeout)
+        if response.flags & dns.flags.TC:
+            response = dns.query.tcp(query, host, port=port, timeout=timeout)
+    except (dns.exception.DNSException, OSError) as exc:
+        return Answer(server, None, f"{host}:{port} did not answer ({exc.__class__.__name__})")
+    found = {
+        item.to_text()
+        for rrset in response.answer
+        if rrset.rdtype == dns.rdatatype.A
+        for item in rrset
+    }
+    return Answer(server, frozenset(found))
+
+
+def zone_nameservers(zone: str, timeout: float = 2.0) -> list[Server]:
+    """The zone's NS hosts through the system resolver, as (address, 53); [] when unknown."""
+    resolver = dns.resolver.Resolver()
+    resolver.lifetime = timeout
+    servers: list[Server] = []
+    try:
+        for ns in resolver.resolve(zone, "NS"):
+            for address in resolver.resolve(ns.to_text(), "A"):
+                servers.append((address.to_text(), 53))
+    except (dns.exception.DNSException, OSError) as exc:
+        log.debug("no authoritative servers found for %s: %s", zone, exc)
+    return servers
