@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The Debian packages the test suite runs for real: haproxy (real processes and admin
 # sockets), Chromium for the browser tests (Playwright drives /usr/bin/chromium, never a
-# downloaded browser), curl for install.sh, iproute2 for network namespaces.
+# downloaded browser), curl for install.sh, iproute2 for network namespaces, and a real
+# PowerDNS Authoritative server with its SQLite backend for the DNS provider tests
+# (pdns_server with its HTTP API and RFC 2136 updates; dnsutils gives dig for poking at it).
 set -euo pipefail
-"$(dirname "$0")/apt-install.sh" haproxy chromium curl ca-certificates iproute2 procps
+"$(dirname "$0")/apt-install.sh" haproxy chromium curl ca-certificates iproute2 procps \
+  pdns-server pdns-backend-sqlite3 dnsutils

@@ -67,6 +67,8 @@ class FailoverService:
         self.publisher = publisher
         self.alert = alert
         self._incidents: dict[int, Incident] = {}
+        # Alerts decided during an evaluation round, sent once its transaction has committed.
+        self._outbox: list[tuple[int, str, str, str]] = []
         # Promotions (the evaluator thread, operator requests) change one pool at a time.
         self._lock = threading.Lock()
 
@@ -141,6 +143,7 @@ class FailoverService:
         now = now or utcnow()
         promoted: list[int] = []
         with self._lock:
+            self._outbox = []
             with self.db.session() as s:
                 pools = list(s.scalars(select(Pool).where(Pool.failover_automatic.is_(True))))
                 live_pools = {p.id for p in pools}
@@ -151,8 +154,14 @@ class FailoverService:
             for pool_id in list(self._incidents):
                 if pool_id not in live_pools:
                     self._incidents.pop(pool_id, None)
+            outbox, self._outbox = self._outbox, []
         if promoted:
             self.publisher.kick()
+        # Alerts are written after the promotion commits: with SQLite a second writer inside
+        # the evaluator's transaction would wait on it.
+        if self.alert is not None:
+            for alert in outbox:
+                self.alert(*alert)
         return promoted
 
     def _evaluate_pool(self, s: Session, pool: Pool, now: datetime) -> int | None:
@@ -226,8 +235,8 @@ class FailoverService:
         )
         incident.handled = True
         pool.last_auto_failover_at = now
-        if self.alert is not None:
-            self.alert(
+        self._outbox.append(
+            (
                 pool.id,
                 "failover.promoted",
                 f"[{pool.name}] failover: {standby.hostname} is now active",
@@ -236,6 +245,7 @@ class FailoverService:
                 f"The A record {_fqdn(s.get(PoolDns, pool.id))} is being moved to "
                 f"{event.address}.",
             )
+        )
         return event.id
 
     def _cooldown_left(self, pool: Pool, now: datetime) -> float:
@@ -251,8 +261,7 @@ class FailoverService:
             return
         setattr(incident, flag, True)
         log.warning("pool %s: %s", pool.name, subject)
-        if self.alert is not None:
-            self.alert(pool.id, kind, subject, message)
+        self._outbox.append((pool.id, kind, subject, message))
 
     # -- promotion ------------------------------------------------------------------------------
 

@@ -77,6 +77,8 @@ class ProviderContract:
     def test_unreachable_server_is_diagnosed(self, unreachable: DNSProvider, zone: str):
         result = unreachable.check(zone)
         assert not result.ok
-        assert any(word in result.detail.lower() for word in ("reach", "refused", "timed out", "answer"))
+        assert any(
+            word in result.detail.lower() for word in ("reach", "refused", "timed out", "answer")
+        )
         with pytest.raises(ProviderUnreachable):
             unreachable.get_a(zone, "lb")
