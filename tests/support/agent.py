@@ -30,7 +30,12 @@ class Agent:
     process: subprocess.Popen[str] | None = None
 
     def _env(self) -> dict[str, str]:
-        return {**os.environ, "BALCTL_ROOT": str(self.root), "BALCTL_LOG_LEVEL": "INFO", **self.env}
+        return {
+            **os.environ,
+            "BALCTL_ROOT": str(self.root),
+            **{"BALCTL_LOG_LEVEL": "INFO"},
+            **self.env,
+        }
 
     def cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -95,14 +95,17 @@ class HAProxy:
             return None
 
     def alive(self) -> bool:
+        """Running and not a zombie: a killed daemon stays a zombie until init reaps it, which
+        here can take a second or two, and a zombie serves nothing."""
         pid = self.pid()
         if pid is None:
             return False
         try:
             os.kill(pid, 0)
-        except ProcessLookupError:
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except (ProcessLookupError, FileNotFoundError):
             return False
-        return True
+        return state not in ("Z", "X")
 
     def runtime(self, command: str) -> str:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
