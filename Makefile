@@ -3,7 +3,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint typecheck unit bench
+.PHONY: install run test lint typecheck unit bench demo
 
 install: $(VENV)/.installed
 
@@ -18,8 +18,8 @@ run: install
 	$(BIN)/serverctl serve
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 
 typecheck: install
 	$(BIN)/mypy
@@ -39,3 +39,9 @@ unit: install
 bench: install
 	scripts/install-test-packages.sh
 	$(BIN)/python bench/job_dispatch.py
+	$(BIN)/python bench/failover.py
+
+# One machine, a whole pool: control plane, PowerDNS, three agents with real haproxy. Ctrl-C ends it.
+demo: install
+	scripts/install-test-packages.sh
+	$(BIN)/python scripts/demo.py
