@@ -92,3 +92,15 @@ def test_the_dns_server_unreachable_during_failover_is_retried(fleet):
     fleet.wait_for_answer(EDGE_2, timeout=30)
     events = fleet.events()
     assert len(events) == 1 and events[0]["dns"]["state"] == "applied"
+
+
+def test_automatic_promotion_emails_the_pools_recipients(fleet, smtp_server):
+    fleet.call("PUT", "/api/settings/smtp", smtp_server.settings())
+    fleet.call("PUT", f"{fleet.pool_url}/alerts", {"recipients": ["oncall@example.net"]})
+    fleet.set_failover(automatic=True, delay_s=10, cooldown_s=0)
+    fleet.members[0].haproxy.kill()
+    fleet.wait_for_answer(EDGE_2)
+    message = smtp_server.wait_for(1, timeout=10)[0]
+    assert message.rcpt_tos == ["oncall@example.net"]
+    assert "edge-2 is now active" in message.subject
+    assert "edge-1" in message.body and EDGE_2 in message.body
