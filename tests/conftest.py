@@ -15,6 +15,7 @@ from serverctl.db.migrate import upgrade
 from serverctl.domain.principal import SYSTEM
 from serverctl.state import AppState
 from support.server import ServerProcess, start_server, stop_process
+from support.smtp import SmtpServer
 
 
 @dataclass
@@ -45,3 +46,11 @@ def server(tmp_path: Path) -> collections.abc.Iterator[ServerProcess]:
     srv = start_server(tmp_path)
     yield srv
     stop_process(srv.process)
+
+
+@pytest.fixture
+def smtp_server() -> collections.abc.Iterator[SmtpServer]:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1; `.settings()` is the body for
+    PUT /api/settings/smtp, `.wait_for(n)` the first n messages it took."""
+    with SmtpServer() as smtp:
+        yield smtp

@@ -31,8 +31,14 @@ SOURCE_IP = "BALCTL_SOURCE_IP"
 CA_FILE = "BALCTL_CA_FILE"
 PUBLIC_IP = "BALCTL_PUBLIC_IP"
 HAPROXY_PIDFILE = "BALCTL_HAPROXY_PIDFILE"
-KEYS = (SERVER, KEY, HOSTNAME, SOURCE_IP, CA_FILE, PUBLIC_IP, HAPROXY_PIDFILE)
+PROBE_INTERVAL = "BALCTL_PROBE_INTERVAL_S"
+KEYS = (SERVER, KEY, HOSTNAME, SOURCE_IP, CA_FILE, PUBLIC_IP, HAPROXY_PIDFILE, PROBE_INTERVAL)
 REQUIRED = (SERVER, KEY, HOSTNAME)
+
+# How often the heartbeat loop checks HAProxy between beats (haproxy_watch.py), in seconds.
+DEFAULT_PROBE_INTERVAL_S = 0.2
+MIN_PROBE_INTERVAL_S = 0.05
+MAX_PROBE_INTERVAL_S = 5.0
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DOUBLE_QUOTE_ESCAPED = '\\"$`'
@@ -51,6 +57,14 @@ class AgentConfig:
     ca_file: Optional[str] = None
     public_ip: Optional[str] = None
     haproxy_pidfile: Optional[str] = None
+    probe_interval_s: Optional[float] = None  # None: DEFAULT_PROBE_INTERVAL_S
+
+    @property
+    def probe_interval(self) -> float:
+        """BALCTL_PROBE_INTERVAL_S, or its default."""
+        if self.probe_interval_s is None:
+            return DEFAULT_PROBE_INTERVAL_S
+        return self.probe_interval_s
 
     def to_env(self) -> Dict[str, str]:
         values = {
@@ -61,6 +75,7 @@ class AgentConfig:
             CA_FILE: self.ca_file,
             PUBLIC_IP: self.public_ip,
             HAPROXY_PIDFILE: self.haproxy_pidfile,
+            PROBE_INTERVAL: None if self.probe_interval_s is None else repr(self.probe_interval_s),
         }
         return {name: value for name, value in values.items() if value}
 
@@ -164,6 +179,7 @@ def _checked(values: Mapping[str, str], origin: Path) -> AgentConfig:
             ca_file=values.get(CA_FILE) or None,
             public_ip=_optional_ip(values, PUBLIC_IP),
             haproxy_pidfile=values.get(HAPROXY_PIDFILE) or None,
+            probe_interval_s=parse_probe_interval(values.get(PROBE_INTERVAL)),
         )
     except ConfigError as exc:
         raise ConfigError(f"{exc} (from {origin} or the environment)") from None
@@ -172,6 +188,22 @@ def _checked(values: Mapping[str, str], origin: Path) -> AgentConfig:
 def _optional_ip(values: Mapping[str, str], name: str) -> Optional[str]:
     value = values.get(name)
     return validate.ipv4(value, name) if value else None
+
+
+def parse_probe_interval(raw: Optional[str]) -> Optional[float]:
+    """BALCTL_PROBE_INTERVAL_S: seconds, 0.05-5; None when unset or empty (the default)."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not MIN_PROBE_INTERVAL_S <= value <= MAX_PROBE_INTERVAL_S:  # also refuses nan
+        raise ConfigError(
+            f"{PROBE_INTERVAL}={raw!r} is not a number of seconds from {MIN_PROBE_INTERVAL_S:g} "
+            f"to {MAX_PROBE_INTERVAL_S:g} (default {DEFAULT_PROBE_INTERVAL_S:g})"
+        )
+    return value
 
 
 class _LineError(ValueError):

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from balctl import __version__, validate
-from balctl.config import HAPROXY_PIDFILE, AgentConfig, save_config
+from balctl.config import (
+    HAPROXY_PIDFILE,
+    PROBE_INTERVAL,
+    AgentConfig,
+    parse_probe_interval,
+    save_config,
+)
 from balctl.errors import ConfigError, EnrolError, TransportError
 from balctl.paths import HostPaths
 from balctl.public_ip import resolve_ip
@@ -56,6 +62,7 @@ def enrol(
     if ca_file:
         ca_file = os.path.abspath(ca_file)
         tls_context(ca_file)  # fails now, with a clear message, if it is not a CA bundle
+    probe_interval_s = parse_probe_interval(env.get(PROBE_INTERVAL))
 
     body = {
         "hostname": hostname,
@@ -83,6 +90,7 @@ def enrol(
         ca_file=installed_ca,
         public_ip=public_ip,
         haproxy_pidfile=env.get(HAPROXY_PIDFILE) or None,
+        probe_interval_s=probe_interval_s,
     )
     written = save_config(cfg, paths)
     return Enrolment(

@@ -5,6 +5,11 @@ and try again, because the operator may fix the cause (restart the control plane
 allowed IP) without touching the agent. Logs change only when the state changes, so an outage
 is a few lines in the journal, not one per second.
 
+Between beats the loop checks HAProxy every BALCTL_PROBE_INTERVAL_S (haproxy_watch.py) and sends
+the next beat at once when HAProxy stopped or started again: the control plane fails over on
+that beat, so it must not wait out the interval. At most one such beat per check, so a
+flapping HAProxy cannot cause a storm; the regular beats keep their interval.
+
 Each beat may also carry the enrichment of enrich.py in its `haproxy` block and, with a job
 runner, `jobs_running`. Jobs in the answer go to the runner, which runs them in its own thread:
 a beat never waits for a job or for the delivery of a job's result.
@@ -23,6 +28,7 @@ from balctl.config import AgentConfig
 from balctl.enrich import Enricher
 from balctl.errors import TransportError
 from balctl.haproxy_probe import probe
+from balctl.haproxy_watch import HaproxyWatch
 from balctl.jobs.runner import JobRunner
 from balctl.paths import HostPaths
 from balctl.public_ip import resolve_ip
@@ -41,14 +47,21 @@ _OK: Tuple[Any, ...] = ("ok",)
 
 
 def build_payload(
-    cfg: AgentConfig, ip: Optional[str] = None, paths: Optional[HostPaths] = None
+    cfg: AgentConfig,
+    ip: Optional[str] = None,
+    paths: Optional[HostPaths] = None,
+    haproxy: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
-    """The heartbeat body. `ip` saves a probe when the caller already knows the address."""
+    """The heartbeat body. `ip` and `haproxy` save a probe when the caller already has them."""
     return {
         "ip": ip or resolve_ip(cfg.server, cfg.source_ip, cfg.public_ip),
         "hostname": cfg.hostname,
         "version": __version__,
-        "haproxy": probe(paths or HostPaths.from_env(), cfg.haproxy_pidfile),
+        "haproxy": (
+            haproxy
+            if haproxy is not None
+            else probe(paths or HostPaths.from_env(), cfg.haproxy_pidfile)
+        ),
     }
 
 
@@ -69,6 +82,7 @@ class HeartbeatLoop:
         backoff: Optional[Backoff] = None,
         jobs: Optional[JobRunner] = None,
         enricher: Optional[Enricher] = None,
+        watch: Optional[HaproxyWatch] = None,
     ) -> None:
         self.cfg = cfg
         self.jobs = jobs
@@ -76,6 +90,9 @@ class HeartbeatLoop:
         self.client = client
         self.interval = clamp_interval(interval, 1.0)
         self.paths = paths or HostPaths.from_env()
+        self.watch = watch or HaproxyWatch.for_host(self.paths, cfg.haproxy_pidfile)
+        self.probe_interval = cfg.probe_interval
+        self._watch_failing = False
         self.backoff = backoff or Backoff(initial=1.0, factor=2.0, cap=30.0, jitter=0.2)
         # What the last beat looked like; a log line is written only when this changes.
         self._state: Optional[Tuple[Any, ...]] = None
@@ -85,10 +102,11 @@ class HeartbeatLoop:
     def run(self, stop: threading.Event) -> None:
         """Beat until `stop` is set. Beats are spaced start to start, not end to start."""
         logger.info(
-            "sending heartbeats to %s as %s every %g s",
+            "sending heartbeats to %s as %s every %g s, checking HAProxy every %g s",
             self.client.origin,
             self.cfg.hostname,
             self.interval,
+            self.probe_interval,
         )
         while not stop.is_set():
             started = time.monotonic()
@@ -97,12 +115,33 @@ class HeartbeatLoop:
             except Exception:  # a bug must not silence the host: log it and keep beating
                 logger.exception("heartbeat failed unexpectedly")
                 delay = self._failed(("bug",), logging.ERROR, "heartbeat failed unexpectedly")
-            stop.wait(max(0.0, delay - (time.monotonic() - started)))
+            self._pause(stop, started + delay)
         logger.info("heartbeat loop stopped")
+
+    def _pause(self, stop: threading.Event, until: float) -> None:
+        """Wait until `until` (monotonic), checking HAProxy every probe interval; return early
+        when `stop` is set or HAProxy's state changed, so that the next beat goes out now."""
+        while True:
+            left = until - time.monotonic()
+            if left <= 0 or stop.wait(min(left, self.probe_interval)):
+                return
+            if time.monotonic() >= until:
+                return  # the beat is due anyway, and it checks HAProxy itself
+            try:
+                changed = self.watch.changed()
+                self._watch_failing = False
+            except Exception:  # a bug here must not stop the beats: they check HAProxy too
+                if not self._watch_failing:  # once, not every tick
+                    logger.exception("checking HAProxy between heartbeats failed unexpectedly")
+                self._watch_failing = True
+                changed = False
+            if changed:
+                logger.debug("HAProxy's state changed: sending a heartbeat now")
+                return
 
     def beat(self) -> float:
         """Send one heartbeat; the number of seconds to wait before the next one."""
-        payload = build_payload(self.cfg, ip=self._address(), paths=self.paths)
+        payload = build_payload(self.cfg, ip=self._address(), haproxy=self.watch.probe())
         if self.enricher is not None:
             payload["haproxy"].update(self.enricher.extra())
         if self.jobs is not None:

@@ -137,3 +137,27 @@ def process_alive(pid: int) -> bool:
     except OSError:
         return True  # no /proc here: trust kill(0)
     return state != ["Z"]
+
+
+def process_start(pid: int) -> Optional[str]:
+    """Who `pid` is, without forking: its start time (field 22 of /proc/<pid>/stat), which
+    differs when the kernel hands a dead process's pid to a new one; None for a dead process or
+    a zombie. Where /proc cannot tell, "" for any live pid (kill(0) alone decides)."""
+    if pid <= 0:
+        return None
+    try:
+        # os.open/os.read rather than open(): this runs several times a second.
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+        try:
+            data = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+    except OSError:
+        # A vanished entry is a dead process; without /proc at all, ask kill(0).
+        if os.path.isdir("/proc/self"):
+            return None
+        return "" if process_alive(pid) else None
+    fields = data.rpartition(b")")[2].split()
+    if not fields or fields[0] in (b"Z", b"X"):
+        return None
+    return fields[19].decode("ascii", "replace") if len(fields) > 19 else ""

@@ -14,11 +14,14 @@ from fastapi.responses import PlainTextResponse
 
 from serverctl import __version__
 from serverctl.api import agents, dns, errors, jobs, operators, pools
+from serverctl.api import alerts as alerts_api
 from serverctl.config import Settings
+from serverctl.loops import alerts as alerts_loop
 from serverctl.loops import flush
 from serverctl.loops import jobs as jobs_loop
 from serverctl.loops.failover import Evaluator
 from serverctl.state import AppState
+from serverctl.web import monitoring as web_monitoring
 from serverctl.web import routes as web
 
 log = logging.getLogger(__name__)
@@ -39,12 +42,21 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
             target=state.publisher.run, args=(stop_dns,), name="dns-publisher", daemon=True
         )
         dns_worker.start()
+        stop_alerts = threading.Event()
+        alert_worker = threading.Thread(
+            target=alerts_loop.run_delivery,
+            args=(state.delivery, state.alerts.wakeup, stop_alerts),
+            name="alert-email",
+            daemon=True,
+        )
+        alert_worker.start()
         tasks = [
             asyncio.create_task(evaluator.run(), name="failover"),
             asyncio.create_task(
                 flush.run(state.db, state.live, settings.last_seen_flush_s), name="flush"
             ),
             asyncio.create_task(jobs_loop.run(state.jobs, state.schedules), name="jobs"),
+            asyncio.create_task(alerts_loop.run_monitors(state.monitors), name="monitors"),
         ]
         try:
             yield
@@ -56,6 +68,9 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
             stop_dns.set()
             state.publisher.kick()
             await asyncio.to_thread(dns_worker.join, 15)
+            stop_alerts.set()
+            state.alerts.wakeup.set()
+            await asyncio.to_thread(alert_worker.join, 15)
             # Keep the last-seen times of a clean shutdown.
             await asyncio.to_thread(flush.flush_once, state.db, state.live, include_seen=True)
 
@@ -79,5 +94,7 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(dns.router)
     app.include_router(agents.router)
+    app.include_router(alerts_api.router)
     web.install(app)
+    app.include_router(web_monitoring.router)
     return app

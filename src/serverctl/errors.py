@@ -13,6 +13,7 @@
     │   ├── ProviderUnreachable  no connection, timeout or TLS failure
     │   ├── RateLimited(retry_after)
     │   └── NotSupported       the provider cannot do this (e.g. proxied records) (→ 422)
+    ├── MailError              the SMTP server could not be reached or refused the mail (→ 502)
     ├── StorageError           a backup store failed (issue: backups)
     └── JobError               a job could not be queued or run (issue: jobs)
 
@@ -83,6 +84,10 @@ class RateLimited(ProviderError):
 
 class NotSupported(ProviderError):
     status_code = 422
+
+
+class MailError(ServerCTLError):
+    status_code = 502
 
 
 class StorageError(ServerCTLError):

@@ -9,16 +9,19 @@ from serverctl.config import Settings
 from serverctl.crypto import SecretBox
 from serverctl.db.session import Database
 from serverctl.domain.agents import AgentGate
+from serverctl.domain.alert_delivery import AlertDelivery
 from serverctl.domain.alerts import AlertService
 from serverctl.domain.dns_accounts import DnsAccounts
 from serverctl.domain.dns_updates import DnsPublisher
 from serverctl.domain.failover import FailoverService
 from serverctl.domain.jobs import JobService
 from serverctl.domain.live import LiveState
+from serverctl.domain.monitors import MemberMonitors
 from serverctl.domain.operators import OperatorService
 from serverctl.domain.pool_dns import PoolDnsService
 from serverctl.domain.pools import PoolService
 from serverctl.domain.schedules import ScheduleService
+from serverctl.domain.smtp_settings import SmtpService
 
 
 def _no_wake() -> None:
@@ -41,6 +44,9 @@ class AppState:
     pool_dns: PoolDnsService
     failover: FailoverService
     alerts: AlertService
+    smtp: SmtpService
+    delivery: AlertDelivery
+    monitors: MemberMonitors
     # Set by the evaluator loop: wakes it at once (a heartbeat changed a member's health).
     wake_evaluator: Callable[[], None] = field(default=_no_wake)
 
@@ -56,6 +62,7 @@ class AppState:
         alerts = AlertService(db)
         accounts = DnsAccounts(db, box, timeout=settings.dns_timeout_s)
         publisher = DnsPublisher(db, accounts, alert=alerts.hook)
+        smtp = SmtpService(db, box)
         return cls(
             settings=settings,
             db=db,
@@ -71,4 +78,7 @@ class AppState:
             pool_dns=PoolDnsService(db, live, accounts, publisher),
             failover=FailoverService(db, live, publisher, alert=alerts.hook),
             alerts=alerts,
+            smtp=smtp,
+            delivery=AlertDelivery(db, smtp, alerts, settings.public_url),
+            monitors=MemberMonitors(db, live, alerts),
         )

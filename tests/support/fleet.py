@@ -13,6 +13,8 @@ No pytest here: the end-to-end tests, bench/failover.py and `make demo` all buil
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,9 +65,13 @@ class Fleet:
     pool: dict[str, Any] = field(default_factory=dict)
     provider: dict[str, Any] = field(default_factory=dict)
     _pyz: Path | None = None
+    # Hosts live under a short path: haproxy refuses admin socket paths over 97 characters,
+    # which deep pytest temporary directories exceed.
+    _hosts: Path | None = None
 
     def __enter__(self) -> Self:
         self.root.mkdir(parents=True, exist_ok=True)
+        self._hosts = Path(tempfile.mkdtemp(prefix="fleet-"))
         self.pdns = PowerDNS(self.root / "pdns", zone=self.zone)
         self.pdns.start()
         self.api = self.server.api()
@@ -83,6 +89,8 @@ class Fleet:
             self.pdns.stop()
         if self.api is not None:
             self.api.close()
+        if self._hosts is not None:
+            shutil.rmtree(self._hosts, ignore_errors=True)
 
     # -- building -------------------------------------------------------------------------------
 
@@ -105,7 +113,8 @@ class Fleet:
         created = self.call(
             "POST", f"{self.pool_url}/members", {"hostname": hostname, "allowed_ips": [ip]}
         )
-        host_root = self.root / hostname
+        assert self._hosts is not None
+        host_root = self._hosts / hostname
         haproxy = HAProxy(hostname, host_root, f"{ip}:{free_port(ip)}", admin_socket=True)
         haproxy.start()
         agent = Agent(

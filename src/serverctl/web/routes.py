@@ -12,7 +12,7 @@ from serverctl.agent_dist import install_command
 from serverctl.api.deps import SourceIP, State
 from serverctl.api.errors import json_error
 from serverctl.errors import AuthError, ServerCTLError
-from serverctl.web import member_tabs
+from serverctl.web import dns_pages, member_tabs, overview, pool_settings, providers
 from serverctl.web.auth import (
     COOKIE,
     CsrfFailed,
@@ -23,14 +23,7 @@ from serverctl.web.auth import (
     login_url,
     safe_next,
 )
-from serverctl.web.common import (
-    HERE,
-    base_url,
-    member_context,
-    redirect,
-    render,
-    workspace,
-)
+from serverctl.web.common import HERE, base_url, member_context, redirect, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -116,62 +109,6 @@ def create_pool(
     return redirect(f"/pools/{pool['id']}?created=1")
 
 
-@router.get("/pools/{pool_id}")
-def overview(
-    request: Request, pool_id: int, state: State, user: CurrentUser, created: int = 0
-) -> HTMLResponse:
-    return render(
-        request,
-        "overview.html",
-        user,
-        tab="overview",
-        created=bool(created),
-        **workspace(state, user, pool_id),
-    )
-
-
-@router.get("/pools/{pool_id}/cards")
-def overview_cards(request: Request, pool_id: int, state: State, user: CurrentUser) -> HTMLResponse:
-    return render(request, "_cards.html", user, oob=True, **workspace(state, user, pool_id))
-
-
-@router.post("/pools/{pool_id}/members")
-def add_member(
-    request: Request,
-    pool_id: int,
-    state: State,
-    user: FormUser,
-    hostname: Annotated[str, Form()],
-    allowed_ips: Annotated[str, Form()],
-) -> HTMLResponse:
-    ips = [part for part in allowed_ips.replace(",", " ").split() if part]
-    try:
-        created = state.pools.add_member(user.principal, pool_id, hostname.strip(), ips)
-    except ServerCTLError as exc:
-        return render(
-            request,
-            "overview.html",
-            user,
-            exc.status_code,
-            tab="overview",
-            member_error=exc.message,
-            form_hostname=hostname,
-            form_ips=allowed_ips,
-            **workspace(state, user, pool_id),
-        )
-    command = install_command(base_url(state, request), created.secret, created.member["hostname"])
-    return render(
-        request,
-        "overview.html",
-        user,
-        201,
-        tab="overview",
-        new_member=created.member,
-        install=command,
-        **workspace(state, user, pool_id),
-    )
-
-
 @router.get("/pools/{pool_id}/members/{member_id}")
 def member_page(
     request: Request, pool_id: int, member_id: int, state: State, user: CurrentUser
@@ -217,50 +154,6 @@ def rotate_secret(
 def delete_member(pool_id: int, member_id: int, state: State, user: FormUser) -> Response:
     state.pools.delete_member(user.principal, pool_id, member_id)
     return redirect(f"/pools/{pool_id}")
-
-
-@router.get("/pools/{pool_id}/settings")
-def settings_page(request: Request, pool_id: int, state: State, user: CurrentUser) -> HTMLResponse:
-    return render(request, "settings.html", user, tab="settings", **workspace(state, user, pool_id))
-
-
-@router.post("/pools/{pool_id}/settings")
-def save_settings(
-    request: Request,
-    pool_id: int,
-    state: State,
-    user: FormUser,
-    delay_s: Annotated[int, Form()],
-    haproxy_monitored: Annotated[str | None, Form()] = None,
-) -> Response:
-    try:
-        state.pools.set_failover(
-            user.principal, pool_id, delay_s=delay_s, haproxy_monitored=haproxy_monitored == "on"
-        )
-    except ServerCTLError as exc:
-        return render(
-            request,
-            "settings.html",
-            user,
-            exc.status_code,
-            tab="settings",
-            error=exc.message,
-            **workspace(state, user, pool_id),
-        )
-    return render(
-        request,
-        "settings.html",
-        user,
-        tab="settings",
-        saved=True,
-        **workspace(state, user, pool_id),
-    )
-
-
-@router.post("/pools/{pool_id}/delete")
-def delete_pool(pool_id: int, state: State, user: FormUser) -> Response:
-    state.pools.delete_pool(user.principal, pool_id)
-    return redirect("/pools")
 
 
 # -- administration -------------------------------------------------------------------------------
@@ -346,6 +239,10 @@ def audit_page(request: Request, state: State, user: CurrentUser, page: int = 1)
 def install(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(router)
+    app.include_router(overview.router)
+    app.include_router(pool_settings.router)
+    app.include_router(dns_pages.router)
+    app.include_router(providers.router)
     app.include_router(member_tabs.router)
 
     @app.exception_handler(LoginRequired)

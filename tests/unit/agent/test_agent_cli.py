@@ -89,6 +89,28 @@ def test_enrol_installs_a_pinned_ca(
     assert read_env_file(agent_root.agent_env)["BALCTL_CA_FILE"] == str(agent_root.ca_pem)
 
 
+def test_enrol_records_the_probe_interval(
+    agent_root: HostPaths, control_plane: FakeControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BALCTL_PROBE_INTERVAL_S", "0.1")
+    control_plane.replies.append(Reply(200, ENROLLED))
+    assert cli.main(_enrol_args(control_plane.url)) == 0
+    assert read_env_file(agent_root.agent_env)["BALCTL_PROBE_INTERVAL_S"] == "0.1"
+
+
+def test_enrol_refuses_a_bad_probe_interval_before_asking_the_server(
+    agent_root: HostPaths,
+    control_plane: FakeControlPlane,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("BALCTL_PROBE_INTERVAL_S", "0.001")
+    assert cli.main(_enrol_args(control_plane.url)) == 1
+    assert "BALCTL_PROBE_INTERVAL_S='0.001'" in capsys.readouterr().err
+    assert control_plane.requests == []
+    assert not agent_root.agent_env.exists()
+
+
 def test_refused_enrolment_exits_2_with_the_reason(
     agent_root: HostPaths, control_plane: FakeControlPlane, capsys: pytest.CaptureFixture[str]
 ) -> None:

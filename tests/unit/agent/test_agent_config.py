@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from pathlib import Path
@@ -7,7 +8,16 @@ from pathlib import Path
 import pytest
 from agent_fakes import KEY
 
-from balctl.config import AgentConfig, load_config, quote, read_env_file, save_config
+from balctl.config import (
+    DEFAULT_PROBE_INTERVAL_S,
+    PROBE_INTERVAL,
+    AgentConfig,
+    load_config,
+    parse_probe_interval,
+    quote,
+    read_env_file,
+    save_config,
+)
 from balctl.errors import ConfigError
 from balctl.paths import HostPaths
 
@@ -132,3 +142,34 @@ def test_reader_names_the_bad_line(tmp_path: Path, line: str) -> None:
 
 def test_repr_never_shows_the_key() -> None:
     assert KEY not in repr(_cfg())
+
+
+# -- BALCTL_PROBE_INTERVAL_S --------------------------------------------------------------------
+
+
+def test_probe_interval_defaults_to_a_fifth_of_a_second(agent_root: HostPaths) -> None:
+    save_config(_cfg(), agent_root)
+    cfg = load_config(agent_root, environ={})
+    assert cfg.probe_interval_s is None
+    assert cfg.probe_interval == DEFAULT_PROBE_INTERVAL_S == 0.2
+    assert PROBE_INTERVAL not in read_env_file(agent_root.agent_env)
+
+
+def test_probe_interval_round_trips_through_agent_env(agent_root: HostPaths) -> None:
+    cfg = dataclasses.replace(_cfg(), probe_interval_s=0.1)
+    save_config(cfg, agent_root)
+    assert read_env_file(agent_root.agent_env)[PROBE_INTERVAL] == "0.1"
+    assert load_config(agent_root, environ={}) == cfg
+    assert load_config(agent_root, environ={PROBE_INTERVAL: "0.5"}).probe_interval == 0.5
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("0.05", 0.05), ("5", 5.0), (" 1e-1 ", 0.1)])
+def test_probe_interval_takes_seconds_from_005_to_5(raw: str, expected: float) -> None:
+    assert parse_probe_interval(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["0.01", "0", "-1", "5.5", "fast", "nan", "inf"])
+def test_probe_interval_out_of_range_is_refused_by_name(agent_root: HostPaths, raw: str) -> None:
+    save_config(_cfg(), agent_root)
+    with pytest.raises(ConfigError, match="BALCTL_PROBE_INTERVAL_S=.* from 0.05 to 5"):
+        load_config(agent_root, environ={PROBE_INTERVAL: raw})
