@@ -19,8 +19,10 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from support.loopback import LoopbackServer
 
 ACCOUNT_ID = "0123456789abcdef0123456789abcdef"
 TOKEN = "cf-test-token-5b7d1e"
@@ -61,7 +63,7 @@ class SeenRequest:
     body: Any
 
 
-class CloudflareEmulator:
+class CloudflareEmulator(LoopbackServer):
     """Serves the emulated API between `with` and its end; `api_base` is the provider's base."""
 
     def __init__(self, *, zones: tuple[str, ...] = ("example.com",), max_per_page: int = 50):
@@ -76,20 +78,10 @@ class CloudflareEmulator:
         for name in zones:
             self.add_zone(name)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.server.daemon_threads = True
         self.server.emulator = self  # type: ignore[attr-defined]
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.api_base = self.url + PREFIX
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(5)
+        super().__init__(server=self.server)
 
     # -- test controls --------------------------------------------------------------------------
 

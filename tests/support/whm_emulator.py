@@ -24,8 +24,10 @@ import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from support.loopback import LoopbackServer
 
 USERNAME = "root"
 TOKEN = "WHMTESTTOKEN0123456789ABCDEFGHIJ"
@@ -77,7 +79,7 @@ class _TLSServer(ThreadingHTTPServer):
         pass  # a client hanging up mid-request is not the test's business
 
 
-class WhmEmulator:
+class WhmEmulator(LoopbackServer):
     """Serves WHM API 1 over HTTPS between `with` and its end."""
 
     def __init__(
@@ -98,16 +100,7 @@ class WhmEmulator:
         self.server.emulator = self  # type: ignore[attr-defined]
         self.host = "127.0.0.1"
         self.port = int(self.server.server_address[1])
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(5)
+        super().__init__(server=self.server)
 
     # -- test controls --------------------------------------------------------------------------
 
