@@ -21,9 +21,10 @@ from pydantic import Field, field_validator
 
 from serverctl.dns.base import DNSProvider, ProviderConfig, Record
 from serverctl.dns.http import ProviderHttp
+from serverctl.dns.propagation import parse_server
 from serverctl.errors import ProviderAuthError, ProviderError, RateLimited, ZoneNotFound
 
-__all__ = ["PowerDNSConfig", "PowerDNSProvider", "parse_host_port"]
+__all__ = ["PowerDNSConfig", "PowerDNSProvider"]
 
 
 class PowerDNSConfig(ProviderConfig):
@@ -48,30 +49,8 @@ class PowerDNSConfig(ProviderConfig):
     @classmethod
     def _nameserver(cls, value: str | None) -> str | None:
         if value:
-            parse_host_port(value, 53)
+            parse_server(value)
         return value or None
-
-
-def parse_host_port(value: str, default_port: int) -> tuple[str, int]:
-    """'host', 'host:port', '[v6]:port' or a bare IPv6 address -> (host, port)."""
-    value = value.strip()
-    host, port = value, default_port
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        if rest:
-            port = _port(rest.removeprefix(":"), value)
-    elif value.count(":") == 1:
-        host, _, text = value.partition(":")
-        port = _port(text, value)
-    if not host:
-        raise ValueError(f"{value!r} names no host")
-    return host, port
-
-
-def _port(text: str, whole: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise ValueError(f"{whole!r} has no valid port (1-65535)")
-    return int(text)
 
 
 class PowerDNSProvider(DNSProvider):
@@ -104,7 +83,7 @@ class PowerDNSProvider(DNSProvider):
         """The server's DNS listener (`nameserver`), as an address when the name resolves."""
         if not self.settings.nameserver:
             return []
-        host, port = parse_host_port(self.settings.nameserver, 53)
+        host, port = parse_server(self.settings.nameserver)
         return [(_address(host), port)]
 
     def close(self) -> None:

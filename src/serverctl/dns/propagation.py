@@ -23,16 +23,27 @@ class Answer:
     error: str | None = None
 
 
-def parse_server(text: str) -> Server:
-    """'192.0.2.53', '192.0.2.53:5353', '[2001:db8::53]:53' or 'ns1.example.net'."""
-    text = text.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        return host, int(rest.lstrip(":") or 53)
-    if text.count(":") == 1:
-        host, _, port = text.partition(":")
-        return host, int(port)
-    return text, 53
+def parse_server(text: str, default_port: int = 53) -> Server:
+    """'192.0.2.53', '192.0.2.53:5353', '[2001:db8::53]:53', a bare IPv6 address or
+    'ns1.example.net' -> (host, port); ValueError naming the text when it is not one."""
+    value = text.strip()
+    host, port = value, default_port
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        if rest:
+            port = _port(rest.removeprefix(":"), value)
+    elif value.count(":") == 1:
+        host, _, digits = value.partition(":")
+        port = _port(digits, value)
+    if not host:
+        raise ValueError(f"{value!r} names no host")
+    return host, port
+
+
+def _port(text: str, whole: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError(f"{whole!r} has no valid port (1-65535)")
+    return int(text)
 
 
 def query_a(server: Server, name: str, timeout: float = 1.0) -> Answer:

@@ -343,8 +343,7 @@ class FailoverService:
             )
 
     def _ip(self, member: Member) -> str | None:
-        live = self.live.members.get(member.id)
-        return (live.ip if live else None) or member.last_ip
+        return self.live.ip_of(member.id, member.last_ip)
 
     def _publishable_ip(self, member: Member) -> str:
         address = self._ip(member)

@@ -87,6 +87,11 @@ class LiveState:
     ddns_pools: set[int] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def ip_of(self, member_id: int, stored: str | None) -> str | None:
+        """The member's reported address: the live one, else the one stored at last flush."""
+        live = self.members.get(member_id)
+        return (live.ip if live else None) or stored
+
     def set_ddns(self, pool_id: int, on: bool) -> None:
         with self.lock:
             if on:

@@ -229,9 +229,8 @@ class PoolDnsService:
     def _active_ip(self, s: Session, pool: Pool) -> str | None:
         if pool.active_member_id is None:
             return None
-        live = self.live.members.get(pool.active_member_id)
         member = s.get(Member, pool.active_member_id)
-        address = (live.ip if live else None) or (member.last_ip if member else None)
+        address = self.live.ip_of(pool.active_member_id, member.last_ip if member else None)
         return address if address and ":" not in address else None
 
 
@@ -253,12 +252,8 @@ def _check_servers(values: list[str]) -> list[str]:
     result = []
     for value in values:
         try:
-            host, port = propagation.parse_server(value)
-        except ValueError:
-            raise ValidationError(
-                f"check_servers entry {value!r} is not host or host:port"
-            ) from None
-        if not host or not 1 <= port <= 65535:
-            raise ValidationError(f"check_servers entry {value!r} is not host or host:port")
+            propagation.parse_server(value)
+        except ValueError as exc:
+            raise ValidationError(f"check_servers entry is not host or host:port: {exc}") from None
         result.append(value.strip())
     return result
