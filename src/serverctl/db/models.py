@@ -295,3 +295,77 @@ class Alert(Base):
     # none (not emailed) | pending | sent | failed
     email_state: Mapped[str] = mapped_column(String(16), default="none")
     email_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class BackupSnapshot(Base):
+    """One backup: an archive in a store plus its manifest. Created when an agent claims the
+    backup job (`running`), finished by the job's result (`completed` / `failed`). Kept when its
+    member is deleted: a replacement host is rebuilt from it (`hostname` says whose it was)."""
+
+    __tablename__ = "backup_snapshots"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("pools.id", ondelete="CASCADE"), index=True)
+    member_id: Mapped[int | None] = mapped_column(
+        ForeignKey("members.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    hostname: Mapped[str] = mapped_column(String(253))
+    job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    # "haproxy" (haproxy.backup) or "ufw" (backup.ufw).
+    kind: Mapped[str] = mapped_column(String(16))
+    # "running", "completed" or "failed".
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    # The store plugin's name ("local", "s3") and where it was (no secrets): a snapshot stays
+    # readable from the store it went to.
+    store: Mapped[str] = mapped_column(String(32))
+    location: Mapped[dict[str, Any]] = mapped_column(JSONText)
+    key: Mapped[str] = mapped_column(String(1024))
+    size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # {"files": [...], "skipped": [...], "config_valid": bool, ...} as the agent reported them.
+    manifest: Mapped[dict[str, Any] | None] = mapped_column(JSONText, nullable=True)
+    haproxy_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    source: Mapped[str] = mapped_column(String(16))
+    enqueued_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class BackupTransfer(Base):
+    """A one-time URL of this control plane for an agent's upload to, or download from, the
+    local store. Only the token's hash is kept; it works once, for one member, until it expires."""
+
+    __tablename__ = "backup_transfers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    snapshot_id: Mapped[int] = mapped_column(
+        ForeignKey("backup_snapshots.id", ondelete="CASCADE"), index=True
+    )
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # "upload" or "download".
+    direction: Mapped[str] = mapped_column(String(8))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class BackupPolicy(Base):
+    """A member's own backup schedule and retention (the Restore Backups tab)."""
+
+    __tablename__ = "backup_policies"
+
+    member_id: Mapped[int] = mapped_column(
+        ForeignKey("members.id", ondelete="CASCADE"), primary_key=True
+    )
+    # Cron expression (UTC) for haproxy.backup, or None for on-demand only.
+    cron: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    keep_last: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    keep_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(128))

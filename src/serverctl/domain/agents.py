@@ -76,6 +76,15 @@ class AgentGate:
         self._check_hostname(member, request, payload.hostname)
         return member, payload
 
+    def transfer(self, request: AgentRequest, hostname: str | None) -> MemberLive:
+        """A backup upload or download: the body is the archive, so the hostname comes in the
+        X-Balctl-Hostname header; the checks are the same as for any agent request."""
+        member = self._authenticate(request)
+        if not hostname:
+            self._reject(member.member_id, 401, "missing X-Balctl-Hostname header", request)
+        self._check_hostname(member, request, hostname or "")
+        return member
+
     def enrol(self, request: AgentRequest) -> tuple[MemberLive, EnrolPayload]:
         member = self._authenticate(request)
         payload = self._checked(member, request, parse_enrolment)

@@ -52,6 +52,15 @@ class AgentUpdateParams(BaseModel):
     sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
+class RestoreParams(BaseModel):
+    """What an operator queues; the control plane adds the download URL, the archive's SHA-256
+    and the manifest when the agent claims the job (domain/backups.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    snapshot_id: int = Field(ge=1, strict=True)
+
+
 @dataclass(frozen=True)
 class JobKind:
     name: str
@@ -90,6 +99,10 @@ CATALOGUE: dict[str, JobKind] = {
             needs_haproxy=True,
         ),
         JobKind("agent.update", "Update the agent", AgentUpdateParams, 300, needs_haproxy=False),
+        # Backups: the upload URL is added when the agent claims the job (domain/backups.py).
+        JobKind("haproxy.backup", "Back up HAProxy files", NoParams, 600, needs_haproxy=True),
+        JobKind("backup.ufw", "Back up UFW rules", NoParams, 300, needs_haproxy=False),
+        JobKind("haproxy.restore", "Restore a backup", RestoreParams, 900, needs_haproxy=False),
     )
 }
 

@@ -29,7 +29,7 @@ from serverctl.domain import audit, catalogue, lookup, recipes
 from serverctl.domain.catalogue import RECIPE_JOB, TERMINAL, JobState
 from serverctl.domain.live import LiveState
 from serverctl.domain.principal import Principal
-from serverctl.errors import Conflict, NotFound, ValidationError
+from serverctl.errors import Conflict, NotFound, ServerCTLError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,33 @@ COMPLETION_GRACE_S = 10
 # A job handed out this recently may not have reached the agent's worker yet.
 LOST_JOB_GRACE_S = 15
 SOURCES = ("operator", "cron", "recipe", "failover")
+
+
+class JobHooks:
+    """What a feature adds to the life of its job types (backups: upload URLs, snapshots).
+
+    `handout` runs when an agent claims the job, inside the claim's transaction: it returns the
+    params the agent gets (short-lived URLs are made here, not when the job is queued, so they
+    are fresh however long the job waited). Raising ServerCTLError fails the job with its
+    message, so raise before adding rows: the transaction goes on and commits.
+    `review` runs when the agent's result arrives, before any transaction (it may do I/O, such
+    as checking an upload): it returns the (state, summary) to record. `recorded` runs inside the
+    completion's transaction, after the job row changed; `committed` after that transaction.
+    """
+
+    def handout(self, s: Session, job: Job) -> dict[str, Any]:
+        return dict(job.params)
+
+    def review(
+        self, job_id: int, state: str, summary: str, result: dict[str, Any] | None
+    ) -> tuple[str, str]:
+        return state, summary
+
+    def recorded(self, s: Session, job: Job) -> None:
+        return None
+
+    def committed(self, job_id: int) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -112,6 +139,8 @@ class JobService:
         self.live = live
         self.pending_ttl = timedelta(seconds=pending_ttl_s)
         self.public_url = public_url
+        # Job type -> the feature's hooks (see JobHooks); registered by AppState.build.
+        self.hooks: dict[str, JobHooks] = {}
 
     # -- queueing -------------------------------------------------------------------------------
 
@@ -168,21 +197,56 @@ class JobService:
         steps = found.apply_steps if action == "apply" else found.disable_steps
         if not steps:
             raise ValidationError(f"recipe {recipe_id!r} has no {action} action")
+        return self.start_sequence(
+            principal,
+            pool_id,
+            member_id,
+            recipe_id,
+            [(step, {}) for step in steps],
+            action=action,
+            idempotency_key=idempotency_key,
+        )
+
+    def start_sequence(
+        self,
+        principal: Principal,
+        pool_id: int,
+        member_id: int,
+        name: str,
+        steps: list[tuple[str, dict[str, Any]]],
+        *,
+        action: str = "apply",
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Queue jobs that run one after the other (a recipe, or provisioning a standby): one
+        parent job (type `recipe`) whose steps are ordinary jobs, each queued when the one
+        before it completed; the first failure ends the sequence."""
+        principal.require("operator")
+        if not steps:
+            raise ValidationError(f"{name} has no steps")
+        checked = [(t, catalogue.validate_params(t, p)) for t, p in steps]
         with self.db.session() as s:
             pool, member = lookup.pool_member(s, pool_id, member_id)
             existing = self._by_key(s, member.id, idempotency_key)
             if existing is not None:
                 return job_view(existing, self._steps(s, existing))
-            for step in steps:
+            for step, _ in checked:
                 self._check_host(pool, member, step)
-            total = sum(catalogue.kind(step).timeout_s for step in steps)
+            total = sum(catalogue.kind(step).timeout_s for step, _ in checked)
+            params: dict[str, Any] = {
+                "recipe": name,
+                "action": action,
+                "steps": [step for step, _ in checked],
+            }
+            if any(p for _, p in checked):
+                params["step_params"] = [p for _, p in checked]
             parent = self._add(
                 s,
                 principal,
                 pool,
                 member,
                 RECIPE_JOB,
-                {"recipe": recipe_id, "action": action, "steps": list(steps)},
+                params,
                 total,
                 "operator",
                 idempotency_key,
@@ -335,11 +399,21 @@ class JobService:
             )
             if claimed.rowcount != 1:  # type: ignore[attr-defined]
                 return []
+            params = candidate.params
+            hooks = self.hooks.get(candidate.type)
+            if hooks is not None:
+                try:
+                    params = hooks.handout(s, candidate)
+                except ServerCTLError as exc:
+                    self._finish(s, candidate, JobState.FAILED, exc.message[:MAX_SUMMARY])
+                    if candidate.parent_id is not None:
+                        self._advance(s, candidate)
+                    return []
             return [
                 {
                     "id": candidate.id,
                     "type": candidate.type,
-                    "params": candidate.params,
+                    "params": params,
                     "timeout_s": candidate.timeout_s,
                 }
             ]
@@ -362,10 +436,22 @@ class JobService:
                 return job.state
             if job.state != JobState.RUNNING:
                 raise Conflict(f"job {job_id} is {job.state}; its result is no longer wanted")
+            hooks = self.hooks.get(job.type)
+        if hooks is not None:
+            state, summary = hooks.review(job_id, state, summary, result)
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None or job.state != JobState.RUNNING:
+                # Cancelled or timed out while the result was being reviewed.
+                return job.state if job is not None else JobState.CANCELLED
             self._finish(s, job, JobState(state), summary[:MAX_SUMMARY], output, result)
+            if hooks is not None:
+                hooks.recorded(s, job)
             if job.parent_id is not None:
                 self._advance(s, job)
             final = job.state
+        if hooks is not None:
+            hooks.committed(job_id)
         self._hint(member_id)
         return final
 
@@ -480,13 +566,14 @@ class JobService:
 
     def _add_step(self, s: Session, parent: Job, index: int) -> Job:
         step_type = parent.params["steps"][index]
+        step_params = parent.params.get("step_params") or [{}] * len(parent.params["steps"])
         step = Job(
             pool_id=parent.pool_id,
             member_id=parent.member_id,
             parent_id=parent.id,
             step_index=index,
             type=step_type,
-            params={},
+            params=dict(step_params[index]),
             state=JobState.PENDING,
             source="recipe",
             enqueued_by=f"recipe:{parent.params['recipe']}",
