@@ -1,0 +1,1 @@
+"""Backup stores: where snapshots live (a local directory, S3), as plugins."""
