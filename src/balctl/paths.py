@@ -91,3 +91,31 @@ class HostPaths:
     def haproxy_pidfile(self) -> Path:
         """Where the agent keeps HAProxy's pid when it runs HAProxy itself (no systemd)."""
         return Path(self.root + "/run/haproxy.pid")
+
+    # -- backups and restores ----------------------------------------------------------------
+
+    @property
+    def state_dir(self) -> Path:
+        """The agent's private working files (backup archives on their way out): 0700."""
+        return Path(self.root + "/var/lib/balctl")
+
+    @property
+    def restore_dir(self) -> Path:
+        """Staging and journals of restores: beside the files they replace (same filesystem,
+        so renames are atomic), in a folder HAProxy never loads."""
+        return self.haproxy_dir / ".balctl-restore"
+
+    def host(self, logical: str) -> Path:
+        """The host path of a logical absolute path ("/etc/haproxy/haproxy.cfg")."""
+        return Path(self.root + logical)
+
+    def logical(self, host_path: str) -> Optional[str]:
+        """The logical path of an absolute host path under the root; None outside it."""
+        normal = os.path.normpath(host_path)
+        if not self.root:
+            return normal if normal.startswith("/") else None
+        if normal == self.root:
+            return "/"
+        if normal.startswith(self.root + "/"):
+            return normal[len(self.root) :]
+        return None

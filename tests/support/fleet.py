@@ -26,6 +26,7 @@ from support.agent import Agent, download_zipapp
 from support.haproxy import HAProxy
 from support.powerdns import PowerDNS
 from support.server import ServerProcess
+from support.tls import write_site_cert
 from support.util import free_port, wait_until
 
 # The agent's heartbeat cadence, stats enrichment and HAProxy probe in the fleet.
@@ -107,27 +108,64 @@ class Fleet:
     def pool_url(self) -> str:
         return f"/api/pools/{self.pool['id']}"
 
-    def add_member(self, hostname: str, ip: str, env: dict[str, str] | None = None) -> FleetMember:
-        """Enrol a member: its own haproxy on `ip`, and its agent heartbeating from `ip`."""
+    def add_member(
+        self,
+        hostname: str,
+        ip: str,
+        env: dict[str, str] | None = None,
+        *,
+        portable: bool = False,
+        tls: bool = False,
+        bare: bool = False,
+    ) -> FleetMember:
+        """Enrol a member: its own haproxy on `ip`, and its agent heartbeating from `ip`.
+
+        `portable`: the haproxy configuration names paths and addresses through the environment
+        (support.haproxy.ROOT_VAR), so a backup of it can be restored onto another member.
+        `tls`: an extra TLS frontend serving etc/haproxy/certs/site.pem (a test CA's cert).
+        `bare`: a fresh host: no HAProxy configuration and none running, only the agent (its
+        environment still names the member's bind address, for a portable configuration)."""
         assert self._pyz is not None
         created = self.call(
             "POST", f"{self.pool_url}/members", {"hostname": hostname, "allowed_ips": [ip]}
         )
         assert self._hosts is not None
         host_root = self._hosts / hostname
-        haproxy = HAProxy(hostname, host_root, f"{ip}:{free_port(ip)}", admin_socket=True)
-        haproxy.start()
+        haproxy = HAProxy(
+            hostname,
+            host_root,
+            f"{ip}:{free_port(ip)}",
+            admin_socket=True,
+            portable=portable,
+            tls_bind=f"{ip}:{free_port(ip)}" if tls else None,
+        )
+        if tls and not bare:
+            write_site_cert(haproxy.cert, ip)
+        if not bare:
+            haproxy.start()
         agent = Agent(
             self._pyz,
             host_root,
-            env={**AGENT_ENV, "BALCTL_HAPROXY_PIDFILE": str(haproxy.pidfile), **(env or {})},
+            env={
+                **AGENT_ENV,
+                "BALCTL_HAPROXY_PIDFILE": str(haproxy.pidfile),
+                **haproxy.env(),
+                **(env or {}),
+            },
         )
         enrolled = agent.enrol(self.server.url, created["secret"], hostname, "--source-ip", ip)
         assert enrolled.returncode == 0, enrolled.stderr
         agent.start()
         member = FleetMember(hostname, ip, created["id"], created["secret"], haproxy, agent)
         self.members.append(member)
-        wait_until(lambda: self.health(member) == "healthy", 15, what=f"{hostname} healthy")
+        if bare:
+            wait_until(
+                lambda: self.member_view(member)["heartbeat"] is not None,
+                15,
+                what=f"{hostname}'s first heartbeat",
+            )
+        else:
+            wait_until(lambda: self.health(member) == "healthy", 15, what=f"{hostname} healthy")
         return member
 
     def link_dns(self, ttl: int = 1, **extra: Any) -> dict[str, Any]:

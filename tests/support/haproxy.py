@@ -33,6 +33,20 @@ SOCKET_LINES = """\
     stats timeout 2m
 """
 
+TLS_FRONTEND = """
+frontend tls
+    bind {bind} ssl crt {cert}
+    http-request return status 200 content-type text/plain string "tls by {name}\\n"
+"""
+
+# A portable configuration names its host's paths and addresses through the environment, the
+# way HAProxy expands "${VAR}": the same file then works on any member, as a backup restored
+# onto another member needs. The agent starts HAProxy with its own environment, so it carries
+# these too (Fleet passes them).
+ROOT_VAR = '"${BALCTL_ROOT}'
+BIND_VAR = '"${EDGE_BIND}"'
+TLS_BIND_VAR = '"${EDGE_TLS_BIND}"'
+
 
 @dataclass
 class HAProxy:
@@ -42,6 +56,26 @@ class HAProxy:
     admin_socket: bool = True
     # backend name -> server names; servers point at a closed loopback port, without checks.
     backends: dict[str, list[str]] | None = None
+    # Paths and addresses through the environment (see ROOT_VAR): the file suits any member.
+    portable: bool = False
+    # host:port of an extra TLS frontend serving certs/site.pem (which the caller writes).
+    tls_bind: str | None = None
+
+    @property
+    def cert(self) -> Path:
+        return self.root / "etc/haproxy/certs/site.pem"
+
+    def env(self) -> dict[str, str]:
+        """What a portable configuration reads from the environment."""
+        env = {"BALCTL_ROOT": str(self.root), "EDGE_BIND": self.bind}
+        if self.tls_bind:
+            env["EDGE_TLS_BIND"] = self.tls_bind
+        return env
+
+    def _path(self, path: Path) -> str:
+        if not self.portable:
+            return str(path)
+        return ROOT_VAR + "/" + str(path.relative_to(self.root)) + '"'
 
     @property
     def config(self) -> Path:
@@ -63,12 +97,20 @@ class HAProxy:
             backends += f"\nbackend {backend}\n" + "".join(
                 f"    server {server} 127.0.0.1:9 weight 1\n" for server in servers
             )
-        socket_lines = SOCKET_LINES.format(socket=self.socket) if self.admin_socket else ""
+        socket_lines = (
+            SOCKET_LINES.format(socket=self._path(self.socket)) if self.admin_socket else ""
+        )
+        if self.tls_bind:
+            backends += TLS_FRONTEND.format(
+                bind=TLS_BIND_VAR if self.portable else self.tls_bind,
+                cert=self._path(self.cert),
+                name=self.name,
+            )
         self.config.write_text(
             CONFIG.format(
-                pidfile=self.pidfile,
+                pidfile=self._path(self.pidfile),
                 socket_lines=socket_lines,
-                bind=self.bind,
+                bind=BIND_VAR if self.portable else self.bind,
                 name=self.name,
                 backends=backends,
             )
@@ -81,6 +123,7 @@ class HAProxy:
             check=True,
             capture_output=True,
             timeout=15,
+            env={**os.environ, **self.env()},
         )
         deadline = time.monotonic() + 10
         while not self.alive():

@@ -72,3 +72,18 @@ def make_ca_and_server_cert(folder: Path, ip: str = "127.0.0.1") -> tuple[Path, 
     )
     key_path.chmod(0o600)
     return ca_path, cert_path, key_path
+
+
+def write_site_cert(pem: Path, ip: str) -> Path:
+    """A combined PEM (certificate, then key) for `ip`, as HAProxy's `ssl crt` loads it; the CA
+    that signed it is written beside it as `<pem>.ca` (outside the PEM, for clients to trust)."""
+    folder = pem.parent / f".make-{pem.stem}"
+    ca, cert, key = make_ca_and_server_cert(folder, ip)
+    pem.parent.mkdir(parents=True, exist_ok=True)
+    pem.write_bytes(cert.read_bytes() + key.read_bytes())
+    pem.chmod(0o600)
+    pem.with_name(pem.name + ".ca").write_bytes(ca.read_bytes())
+    for path in (ca, cert, key):
+        path.unlink()
+    folder.rmdir()
+    return pem

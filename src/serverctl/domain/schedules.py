@@ -24,8 +24,10 @@ from serverctl.errors import NotFound, ServerCTLError, ValidationError
 
 log = logging.getLogger(__name__)
 
-# Presets the Cron & Jobs tab offers first; more arrive with backups, TLS and failover.
+# Presets the Cron & Jobs tab offers first; more arrive with TLS and failover. A member's own
+# backup schedule (Restore Backups tab, domain/backups.py) is separate: both can exist.
 PRESETS: dict[str, str] = {
+    "haproxy.backup": "HAProxy backup",
     "haproxy.reload": "Reload HAProxy",
 }
 CRON_PRINCIPAL_ROLE = "operator"
