@@ -29,6 +29,7 @@ from balctl.jobs.update import note_running, update_from_server
 from balctl.paths import ROOT_ENV, HostPaths
 from balctl.proc import Deadline
 from balctl.restart import restart_running_agent, restart_self, running_pyz
+from balctl.restore_swap import recover
 from balctl.transport import ControlPlaneClient
 
 EXIT_OK = 0
@@ -243,6 +244,11 @@ def _run(args: argparse.Namespace) -> int:
         run_args += ["--source-ip", cfg.source_ip or ""]
     pyz = running_pyz(paths)
     note_running(pyz)
+    # A restore interrupted by a crash or a kill is undone (or cleaned up) before anything else.
+    try:
+        recover(paths, cfg)
+    except Exception:  # the heartbeat matters more: report it and go on
+        logger.exception("cannot recover interrupted restores")
     stop = threading.Event()
     restart = threading.Event()
 

@@ -8,7 +8,9 @@ seconds (5 by default; beats in between omit these keys and the control plane ke
 - `info` and `stats`: summaries of `show info` and `show stat` (with admin states from
   `show servers state`), when the socket answers;
 - `topology`: listeners and backends parsed from the configuration files, sent when it changed
-  since it was last sent, or every TOPOLOGY_EVERY_S.
+  since it was last sent, or every TOPOLOGY_EVERY_S;
+- `backup_files`: the files a haproxy backup would capture (backup_inventory.py), sent when they
+  changed, or every RESEND_EVERY_S.
 All socket I/O of one beat shares one deadline of SOCKET_BUDGET_S, so a hung HAProxy costs the
 heartbeat at most that; any failure only drops the enrichment for that beat.
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from balctl import runtime_api
+from balctl.backup_inventory import Inventory
 from balctl.errors import RuntimeApiError
 from balctl.haproxy_cfg import Section, config_files, fingerprint, read_sections, topology
 from balctl.haproxy_stats import (
@@ -81,6 +84,7 @@ class Enricher:
         self._configured: Tuple[Any, bool] = (None, False)
         self._sections: Tuple[Any, Optional[List[Section]]] = (None, None)
         self._topology_sent: Tuple[str, float] = ("", 0.0)
+        self._inventory = Inventory(paths)
 
     def extra(self) -> Dict[str, Any]:
         """The keys to add to this beat's `haproxy` block."""
@@ -98,6 +102,7 @@ class Enricher:
     def lost(self) -> None:
         """The beat that carried the last topology did not arrive: send it again next time."""
         self._topology_sent = ("", 0.0)
+        self._inventory.lost()
 
     def _admin_socket_configured(self) -> bool:
         cfg = self.paths.haproxy_cfg
@@ -133,6 +138,13 @@ class Enricher:
             if digest != last_digest or now - last_at >= TOPOLOGY_EVERY_S:
                 block["topology"] = shape
                 self._topology_sent = (digest, now)
+        try:
+            inventory = self._inventory.due(now)
+        except Exception:  # its own failure must not cost the rest of the enrichment
+            logger.debug("backup inventory failed", exc_info=True)
+            inventory = None
+        if inventory is not None:
+            block["backup_files"] = inventory
         return block
 
     def _runtime(self, sockets: List[Path]) -> Optional[Dict[str, Any]]:

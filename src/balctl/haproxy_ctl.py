@@ -62,11 +62,13 @@ def haproxy_binary() -> Optional[str]:
 
 
 def first_alert(output: str) -> str:
-    """The first `[ALERT]` line, whitespace squeezed; else the last line of the output."""
+    """The first fatal `[ALERT]` line, whitespace squeezed; else the first `[ALERT]`; else the
+    last line. An alert HAProxy "continues" after (a `pidfile` given twice) is not the reason."""
     lines = [" ".join(line.split()) for line in output.splitlines() if line.strip()]
-    for line in lines:
-        if "[ALERT]" in line:
-            return line
+    alerts = [line for line in lines if "[ALERT]" in line]
+    fatal = [line for line in alerts if not line.endswith("Continuing.")]
+    if fatal or alerts:
+        return (fatal or alerts)[0]
     return lines[-1] if lines else ""
 
 
@@ -142,7 +144,9 @@ def _restart_pidfile(paths: HostPaths, pidfile: Path, deadline: proc.Deadline) -
     if old:
         argv += ["-sf", *(str(pid) for pid in old)]  # last: the pid list ends at the next option
     pidfile.parent.mkdir(parents=True, exist_ok=True)
-    kept = _keep_sockets(candidates(paths))
+    sockets = candidates(paths)
+    _make_socket_dirs(sockets)
+    kept = _keep_sockets(sockets)
     result = proc.run(argv, deadline.cap(START_TIMEOUT_S))
     _settle_sockets(kept, restore=not result.ok)
     output = _transcript(result)
@@ -160,6 +164,17 @@ def _restart_pidfile(paths: HostPaths, pidfile: Path, deadline: proc.Deadline) -
     else:
         summary = f"haproxy started (pid {new[0]})"
     return Step(True, summary, output, True, new[0])
+
+
+def _make_socket_dirs(sockets: List[Path]) -> None:
+    """The folders of the configured admin sockets. On a fresh host (a configuration just
+    restored, HAProxy never started by its package's unit) /run/haproxy does not exist yet,
+    and HAProxy will not create it: it exits, unable to bind the socket."""
+    for path in sockets:
+        try:
+            path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        except OSError as exc:
+            logger.warning("cannot create %s for the admin socket: %s", path.parent, exc)
 
 
 def _keep_sockets(sockets: List[Path]) -> List[Tuple[Path, Path]]:

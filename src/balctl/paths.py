@@ -112,6 +112,8 @@ class HostPaths:
     def logical(self, host_path: str) -> Optional[str]:
         """The logical path of an absolute host path under the root; None outside it."""
         normal = os.path.normpath(host_path)
+        if normal.startswith("//"):  # POSIX keeps a leading "//"; the kernel reads it as "/"
+            normal = "/" + normal.lstrip("/")
         if not self.root:
             return normal if normal.startswith("/") else None
         if normal == self.root:

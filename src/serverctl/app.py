@@ -13,10 +13,11 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
 from serverctl import __version__
-from serverctl.api import agents, dns, errors, jobs, operators, pools
+from serverctl.api import agents, backup_store, backups, dns, errors, jobs, operators, pools
 from serverctl.api import alerts as alerts_api
 from serverctl.config import Settings
 from serverctl.loops import alerts as alerts_loop
+from serverctl.loops import backups as backups_loop
 from serverctl.loops import flush
 from serverctl.loops import jobs as jobs_loop
 from serverctl.loops.failover import Evaluator
@@ -57,6 +58,7 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
             ),
             asyncio.create_task(jobs_loop.run(state.jobs, state.schedules), name="jobs"),
             asyncio.create_task(alerts_loop.run_monitors(state.monitors), name="monitors"),
+            asyncio.create_task(backups_loop.run(state.backups), name="backups"),
         ]
         try:
             yield
@@ -95,6 +97,8 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     app.include_router(dns.router)
     app.include_router(agents.router)
     app.include_router(alerts_api.router)
+    app.include_router(backups.router)
+    app.include_router(backup_store.router)
     web.install(app)
     app.include_router(web_monitoring.router)
     return app

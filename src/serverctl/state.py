@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from serverctl.backups.settings import BackupStores
 from serverctl.config import Settings
 from serverctl.crypto import SecretBox
 from serverctl.db.session import Database
 from serverctl.domain.agents import AgentGate
 from serverctl.domain.alert_delivery import AlertDelivery
 from serverctl.domain.alerts import AlertService
+from serverctl.domain.backups import BackupService
 from serverctl.domain.dns_accounts import DnsAccounts
 from serverctl.domain.dns_updates import DnsPublisher
 from serverctl.domain.failover import FailoverService
@@ -47,6 +49,8 @@ class AppState:
     smtp: SmtpService
     delivery: AlertDelivery
     monitors: MemberMonitors
+    backup_stores: BackupStores
+    backups: BackupService
     # Set by the evaluator loop: wakes it at once (a heartbeat changed a member's health).
     wake_evaluator: Callable[[], None] = field(default=_no_wake)
 
@@ -63,6 +67,10 @@ class AppState:
         accounts = DnsAccounts(db, box, timeout=settings.dns_timeout_s)
         publisher = DnsPublisher(db, accounts, alert=alerts.hook)
         smtp = SmtpService(db, box)
+        stores = BackupStores(db, box, settings.data_dir)
+        backups = BackupService(db, live, jobs, stores, alerts)
+        for job_type in ("haproxy.backup", "backup.ufw", "haproxy.restore"):
+            jobs.hooks[job_type] = backups
         return cls(
             settings=settings,
             db=db,
@@ -81,4 +89,6 @@ class AppState:
             smtp=smtp,
             delivery=AlertDelivery(db, smtp, alerts, settings.public_url),
             monitors=MemberMonitors(db, live, alerts),
+            backup_stores=stores,
+            backups=backups,
         )

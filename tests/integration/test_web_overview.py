@@ -67,9 +67,14 @@ def test_overview_draws_the_traffic_flow_with_the_active_member(app_env, pool):
     # The live partial polled every 2 s carries the same diagram, and the tab dots.
     live = app_env.client.get("/pools/1/cards", headers={"HX-Request": "true"})
     assert _active_node(live.text) == 1 and 'hx-swap-oob="true"' in live.text
-    # Tab bar: Overview, members, then the pool tools.
+    # Tab bar: Overview, members, then the pool tools (Disaster Recovery: 2+ HAProxy members).
     tabs = re.search(r'<div class="tab-group tools">(.*?)</div>', page.text, re.S).group(1)
-    assert re.findall(r">([A-Za-z ]+)</a>", tabs) == ["Monitoring", "Settings", "Managed DNS"]
+    assert re.findall(r">([A-Za-z ]+)</a>", tabs) == [
+        "Disaster Recovery",
+        "Monitoring",
+        "Settings",
+        "Managed DNS",
+    ]
 
 
 def test_kpis_count_cron_jobs_and_the_incident_shows(app_env, pool):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping
 
-from balctl.jobs import admin_socket, haproxy_jobs, install, update
+from balctl.jobs import admin_socket, backup_jobs, haproxy_jobs, install, restore_job, update
 from balctl.jobs.model import JobContext, Outcome
 from balctl.jobs.params import no_params
 
@@ -39,4 +39,7 @@ CATALOGUE: Mapping[str, JobType] = _entries(
     JobType("haproxy.admin_socket.enable", no_params, admin_socket.enable, 300.0),
     JobType("haproxy.admin_socket.disable", no_params, admin_socket.disable, 300.0),
     JobType("agent.update", update.check, update.run_job, 300.0),
+    JobType("haproxy.backup", backup_jobs.check, backup_jobs.haproxy_backup, 600.0),
+    JobType("backup.ufw", backup_jobs.check, backup_jobs.ufw_backup, 300.0),
+    JobType("haproxy.restore", restore_job.check, restore_job.restore, 900.0),
 )

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from serverctl.agent_dist import build_zipapp, install_script
 from serverctl.api.deps import State, source_ip
 from serverctl.domain.agents import Accepted, AgentRequest
-from serverctl.domain.heartbeat import MAX_BODY_BYTES
+from serverctl.domain.heartbeat import MAX_BODY_BYTES, MAX_COMPLETION_BYTES
 from serverctl.errors import AgentAuthError, ServerCTLError
 from serverctl.state import AppState
 
@@ -24,26 +24,26 @@ router = APIRouter(tags=["agents"])
 log = logging.getLogger(__name__)
 
 
-async def _read_body(request: Request) -> bytes:
+async def _read_body(request: Request, limit: int) -> bytes:
     """The body, but no more than one byte past the limit, so the payload check can refuse it."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        return b"\0" * (MAX_BODY_BYTES + 1)
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return b"\0" * (limit + 1)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         chunks.append(chunk)
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
+        if size > limit:
             break
     return b"".join(chunks)
 
 
-async def _agent_request(request: Request) -> AgentRequest:
+async def _agent_request(request: Request, limit: int = MAX_BODY_BYTES) -> AgentRequest:
     return AgentRequest(
         authorization=request.headers.get("authorization"),
         source_ip=source_ip(request),
-        body=await _read_body(request),
+        body=await _read_body(request, limit),
     )
 
 
@@ -94,7 +94,7 @@ async def _dynamic_dns(state: AppState, accepted: Accepted) -> None:
 @router.post("/api/agents/jobs/complete")
 async def complete_job(request: Request, state: State) -> Response:
     try:
-        member, done = state.gate.completion(await _agent_request(request))
+        member, done = state.gate.completion(await _agent_request(request, MAX_COMPLETION_BYTES))
     except AgentAuthError as exc:
         return _refused(exc)
     try:

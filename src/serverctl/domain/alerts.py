@@ -38,6 +38,7 @@ POOL_ALERTS: dict[str, tuple[str, bool]] = {
     "failover.no_dns": ("Automatic failover cannot move DNS (not linked)", True),
     "failover.cooldown": ("Automatic failover held back by the cool-down", True),
     "dns.failing": ("A DNS update keeps failing", True),
+    "backup.failed": ("A backup failed", True),
 }
 
 

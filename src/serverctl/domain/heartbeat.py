@@ -12,6 +12,8 @@ from pydantic import ValidationError as PydanticValidationError
 from serverctl.errors import ValidationError
 
 MAX_BODY_BYTES = 256 * 1024
+# A job's result may carry a backup's manifest (up to 5000 files, about 1 MB as JSON).
+MAX_COMPLETION_BYTES = 4 * 1024 * 1024
 
 
 class BadPayload(ValidationError):
@@ -64,9 +66,9 @@ class EnrolPayload(BaseModel):
     version: StrictStr = Field(min_length=1, max_length=32)
 
 
-def parse_json(raw: bytes) -> Any:
-    if len(raw) > MAX_BODY_BYTES:
-        raise BadPayload(f"body is over the limit of {MAX_BODY_BYTES} bytes", 413)
+def parse_json(raw: bytes, limit: int = MAX_BODY_BYTES) -> Any:
+    if len(raw) > limit:
+        raise BadPayload(f"body is over the limit of {limit} bytes", 413)
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -109,7 +111,7 @@ class JobCompletion(BaseModel):
 
 
 def parse_completion(raw: bytes) -> JobCompletion:
-    data = parse_json(raw)
+    data = parse_json(raw, MAX_COMPLETION_BYTES)
     try:
         return JobCompletion.model_validate(data)
     except PydanticValidationError as exc:

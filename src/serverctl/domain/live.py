@@ -15,7 +15,7 @@ from typing import Any
 
 from serverctl.domain.validation import IPNetwork, parse_networks
 
-RETAINED_KEYS = ("topology", "admin_socket")
+RETAINED_KEYS = ("topology", "admin_socket", "backup_files")
 
 
 @dataclass

@@ -10,9 +10,10 @@ itself every 2 s and stops once the job has finished (the Disaster Recovery tab 
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from serverctl.api.deps import State
 from serverctl.errors import NotFound, ServerCTLError, ValidationError
@@ -36,7 +37,9 @@ def _tab_url(pool_id: int, member_id: int, suffix: str = "") -> str:
     return f"/pools/{pool_id}/members/{member_id}/backups{suffix}"
 
 
-def followed_job(state: AppState, user: WebUser, pool_id: int, job_id: int | None) -> Any:
+def followed_job(
+    state: AppState, user: WebUser, pool_id: int, job_id: int | None
+) -> dict[str, Any] | None:
     """The job a page was asked to follow (`?job=`), when it is one of this pool's."""
     if job_id is None:
         return None
@@ -50,9 +53,7 @@ def followed_job(state: AppState, user: WebUser, pool_id: int, job_id: int | Non
 # -- the tab --------------------------------------------------------------------------------------
 
 
-def backups_context(
-    state: AppState, user: WebUser, pool_id: int, member_id: int
-) -> dict[str, Any]:
+def backups_context(state: AppState, user: WebUser, pool_id: int, member_id: int) -> dict[str, Any]:
     context = member_context(state, user, pool_id, member_id, "backups")
     context.update(
         snapshots=state.backups.list_snapshots(user.principal, pool_id, member_id),
@@ -180,7 +181,7 @@ def review_context(
 ) -> dict[str, Any]:
     context = member_context(state, user, pool_id, member_id, "backups")
     snapshot = state.backups.get_snapshot(user.principal, snapshot_id)
-    if snapshot.get("pool_id", pool_id) != pool_id:
+    if snapshot["pool_id"] != pool_id:
         raise NotFound(f"no backup {snapshot_id} in pool {context['pool']['name']}")
     restorable = snapshot["state"] == "completed" and snapshot["kind"] == "haproxy"
     context.update(
@@ -191,7 +192,7 @@ def review_context(
     return context
 
 
-@router.get(BACKUPS + "/{snapshot_id}")
+@router.get(BACKUPS + "/{snapshot_id:int}")
 def review_page(
     request: Request,
     pool_id: int,
@@ -206,7 +207,7 @@ def review_page(
     return render(request, "backup_review.html", user, **context)
 
 
-@router.post(BACKUPS + "/{snapshot_id}/restore")
+@router.post(BACKUPS + "/{snapshot_id:int}/restore")
 def restore(
     request: Request,
     pool_id: int,
@@ -227,7 +228,7 @@ def restore(
     return redirect(_tab_url(pool_id, member_id, f"/{snapshot_id}?job={queued['job_id']}"))
 
 
-@router.post(BACKUPS + "/{snapshot_id}/delete")
+@router.post(BACKUPS + "/{snapshot_id:int}/delete")
 def delete_snapshot(
     request: Request,
     pool_id: int,
@@ -242,6 +243,20 @@ def delete_snapshot(
     except ServerCTLError as exc:
         return _tab(request, state, user, pool_id, member_id, exc.status_code, error=exc.message)
     return redirect(_tab_url(pool_id, member_id, f"?deleted={snapshot_id}"))
+
+
+@router.get(BACKUPS + "/{snapshot_id:int}/archive")
+def download_archive(
+    pool_id: int, member_id: int, snapshot_id: int, state: State, user: CurrentUser
+) -> Response:
+    """The snapshot's tar.gz (operators: it holds private keys)."""
+    review_context(state, user, pool_id, member_id, snapshot_id)
+    filename, chunks = state.backups.open_archive(user.principal, snapshot_id)
+    return StreamingResponse(
+        chunks,
+        media_type="application/gzip",
+        headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(filename)}"},
+    )
 
 
 # -- following a job ------------------------------------------------------------------------------

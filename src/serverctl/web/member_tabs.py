@@ -1,4 +1,5 @@
-"""A member's workspace tabs: Status, Control panel, Recipes, Cron & Jobs.
+"""A member's workspace tabs: Status, Control panel, Recipes, Cron & Jobs. (Restore Backups is
+in backup_pages.py; Health and Monitoring in routes.py and monitoring.py.)
 
 Buttons queue jobs through the same rules as the REST API and come back to the tab they were
 pressed on, which then shows the job's progress as the agent reports it.

@@ -83,6 +83,41 @@ def is_ready(member: dict[str, Any]) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class BackupsTile:
+    """The Backups tile: how many snapshots the pool has, and the members whose last backup
+    failed or is older than their schedule promises (`problems`: one phrase per member)."""
+
+    snapshots: int
+    problems: tuple[str, ...]
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.problems)
+
+    @property
+    def text(self) -> str:
+        return "; ".join(self.problems)
+
+
+def backups_tile(summary: dict[str, Any], members: list[dict[str, Any]]) -> BackupsTile:
+    """From `BackupService.pool_summary`: its member keys may be ints or (through JSON) strings."""
+    names = {str(m["id"]): m["hostname"] for m in members}
+    per_member = {str(k): v for k, v in (summary.get("members") or {}).items()}
+    problems = []
+    for member_id in summary.get("flagged") or []:
+        info = per_member.get(str(member_id), {})
+        host = names.get(str(member_id), f"member {member_id}")
+        if info.get("failed"):
+            problems.append(f"{host}: last backup failed")
+        elif info.get("stale"):
+            last = info.get("last_backup_at")
+            problems.append(f"{host}: no recent backup" + ("" if last else " (none yet)"))
+        else:
+            problems.append(f"{host}: needs attention")
+    return BackupsTile(int(summary.get("snapshots") or 0), tuple(problems))
+
+
 def kpis(
     state: AppState, user: WebUser, pool_id: int, members: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -94,8 +129,7 @@ def kpis(
         "members": len(members),
         "ready": sum(is_ready(m) for m in members),
         "standbys": sum(m["role"] == "standby" for m in members),
-        # Backups arrive with the backups issue; until then there are none to count.
-        "backups": 0,
+        "backups": backups_tile(state.backups.pool_summary(pool_id), members),
         "cron_jobs": sum(bool(x["enabled"]) for x in schedules),
         "last_failover": events[0] if events else None,
     }

@@ -12,7 +12,16 @@ from serverctl.agent_dist import install_command
 from serverctl.api.deps import SourceIP, State
 from serverctl.api.errors import json_error
 from serverctl.errors import AuthError, ServerCTLError
-from serverctl.web import dns_pages, member_tabs, overview, pool_settings, providers
+from serverctl.web import (
+    backup_pages,
+    backup_store_pages,
+    dns_pages,
+    dr_pages,
+    member_tabs,
+    overview,
+    pool_settings,
+    providers,
+)
 from serverctl.web.auth import (
     COOKIE,
     CsrfFailed,
@@ -244,6 +253,9 @@ def install(app: FastAPI) -> None:
     app.include_router(dns_pages.router)
     app.include_router(providers.router)
     app.include_router(member_tabs.router)
+    app.include_router(backup_pages.router)
+    app.include_router(dr_pages.router)
+    app.include_router(backup_store_pages.router)
 
     @app.exception_handler(LoginRequired)
     async def _login_required(request: Request, exc: LoginRequired) -> Response:

@@ -24,7 +24,14 @@ def test_enrichment_has_the_documented_shapes(host: Host) -> None:
     before = time.time()
     block = enricher.extra()
 
-    assert set(block) == {"admin_socket_configured", "admin_socket", "info", "stats", "topology"}
+    assert set(block) == {
+        "admin_socket_configured",
+        "admin_socket",
+        "info",
+        "stats",
+        "topology",
+        "backup_files",
+    }
     assert block["admin_socket_configured"] is True
     assert block["admin_socket"] is True
     info = block["info"]

@@ -145,7 +145,14 @@ def test_enrichment_every_interval_and_the_cheap_key_every_beat(
     clock = Clock()
     enricher = Enricher(paths, interval=5, clock=clock, wall=lambda: 1_700_000_000.5)
     first = enricher.extra()
-    assert set(first) == {"admin_socket_configured", "admin_socket", "info", "stats", "topology"}
+    assert set(first) == {
+        "admin_socket_configured",
+        "admin_socket",
+        "info",
+        "stats",
+        "topology",
+        "backup_files",
+    }
     assert first["info"]["version"] == "2.6.12-1+deb12u4"
     assert first["stats"]["at"] == 1_700_000_000
     servers = first["stats"]["backends"][0]["servers"]
