@@ -40,7 +40,10 @@ class Plan:
 
 def plan(paths: HostPaths, staged: Staged) -> Plan:
     result = Plan()
+    for folder in (CONF_D, CERTS):
+        _refuse_linked_folders(paths, folder + "/x")
     for path in sorted(staged.entries):
+        _refuse_linked_folders(paths, path)
         entry = staged.entries[path]
         staged_at = "staging" + path
         try:
@@ -64,6 +67,20 @@ def plan(paths: HostPaths, staged: Staged) -> Plan:
             kept = f"kept/{len(result.changes)}"
             result.changes.append(Change(path, REMOVE, True, kept))
     return result
+
+
+def _refuse_linked_folders(paths: HostPaths, path: str) -> None:
+    """Refuse when a folder above `path` is a symlink on this host: a write or a removal there
+    would land wherever the link points (/etc/haproxy/certs -> /etc/ssl/private would lose that
+    folder's other files), which no check of the archive can see."""
+    for folder in ancestors(path):
+        if folder in ("/", "/etc"):
+            continue
+        if os.path.islink(paths.host(folder)):
+            raise JobError(
+                f"cannot restore {path}: {folder} is a symlink on this host, and a restore "
+                "writes only into real folders; replace the link with a folder, then restore"
+            )
 
 
 def _folders_to_make(paths: HostPaths, path: str) -> List[str]:

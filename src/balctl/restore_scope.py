@@ -174,6 +174,30 @@ def staged_sections(tree: Tree) -> List[Section]:
     return sections
 
 
+# Directives with which a configuration makes HAProxy run code of its own choosing (Lua at
+# parse time, programs and check commands later). A snapshot from another member that holds
+# them could run anything on this host as root: see code_directives.
+_CODE_KEYWORDS = frozenset(
+    {"lua-load", "lua-load-per-thread", "lua-prepend-path", "external-check"}
+)
+
+
+def code_directives(sections: Sequence[Section]) -> List[str]:
+    """The directives of a configuration that run code ("program web", "lua-load ..."),
+    as short descriptions, in order."""
+    found: List[str] = []
+    for section in sections:
+        if section.kind == "program":
+            found.append(f"program {section.name}")
+        for words in section.lines:
+            keyword = words[0].lower()
+            if keyword == "option" and len(words) > 1 and words[1].lower() == "external-check":
+                found.append(f"option external-check in {section.kind} {section.name}".strip())
+            elif keyword in _CODE_KEYWORDS:
+                found.append(" ".join(words[:2]))
+    return found
+
+
 def referenced(tree: Tree, root: str) -> Set[str]:
     """What the configuration in `tree` references, symlinks followed."""
     found = references(staged_sections(tree), root, tree)
@@ -193,6 +217,15 @@ def check_staged(tree: StagedTree, scope: RestoreScope) -> None:
 def _check_link(
     tree: StagedTree, path: str, link: str, scope: RestoreScope, named: Set[str]
 ) -> None:
+    # The kernel follows each symlink before it applies the `..` after it, so `q/../x` need not
+    # be `x`; only leading `..` (up from the link's own real folders) is read as a string.
+    parts = [part for part in link.split("/") if part not in ("", ".")]
+    named_first = next((i for i, part in enumerate(parts) if part != ".."), len(parts))
+    if ".." in parts[named_first:] or (link.startswith("/") and ".." in parts):
+        raise StagingError(
+            f"refused the archive: the symlink {path} points to {link}, with '..' after a "
+            "folder name"
+        )
     target = link_target(path, link, tree.root)
     if target is None:
         raise StagingError(

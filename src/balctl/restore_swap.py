@@ -202,6 +202,9 @@ def _keep(target: Path, kept: Path) -> None:
         if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
             raise
         _copy(target, kept)
+    # The kept link must be on disk before the target is replaced: after a power cut, a
+    # replaced target without its kept old file could not be rolled back.
+    fsync_dir(kept.parent)
 
 
 def _place(source: Path, target: Path) -> None:

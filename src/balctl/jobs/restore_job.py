@@ -20,7 +20,13 @@ from balctl.jobs.backup_jobs import positive_int
 from balctl.jobs.model import JobContext, Outcome
 from balctl.proc import Deadline
 from balctl.restore_plan import Plan, plan
-from balctl.restore_scope import HAPROXY_CFG, RestoreScope, restore_dirs
+from balctl.restore_scope import (
+    HAPROXY_CFG,
+    RestoreScope,
+    code_directives,
+    restore_dirs,
+    staged_sections,
+)
 from balctl.restore_swap import (
     ADD,
     CHANGE,
@@ -95,6 +101,18 @@ def restore(params: Dict[str, Any], ctx: JobContext) -> Outcome:
         shutil.rmtree(work, ignore_errors=True)
         return Outcome(False, _message(exc), "\n".join(output))
     output += staged.notes
+    foreign = params["source_hostname"].rstrip(".").lower() != ctx.cfg.hostname.rstrip(".").lower()
+    code = code_directives(staged_sections(staged.tree)) if foreign else []
+    if code:
+        shutil.rmtree(work, ignore_errors=True)
+        return Outcome(
+            False,
+            f"refused: snapshot {snapshot} of {params['source_hostname']} configures code that "
+            f"HAProxy runs as root ({', '.join(code[:3])}); a restore from another member never "
+            "brings code along. Restore it on its own member, or copy those lines by hand after "
+            "review",
+            "\n".join(output),
+        )
     if todo.empty:
         shutil.rmtree(work, ignore_errors=True)
         summary = f"nothing to change: this host already has snapshot {snapshot}'s files"

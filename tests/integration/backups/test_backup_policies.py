@@ -122,7 +122,8 @@ def test_a_due_policy_queues_one_backup_and_moves_its_next_run_on(world):
     _set(world, lb1, cron="*/5 * * * *", keep_last=10)
     _set(world, lb2, cron="0 3 * * *", keep_last=10)
     _make_due(world, lb1)
-    assert world.state.backups.run_due() == 1
+    # The app's own backups loop may get there first: assert what was queued, not the count.
+    world.state.backups.run_due()
     jobs = world.client.get(f"/api/pools/{world.pool_id}/jobs").json()["items"]
     assert [(j["member_id"], j["type"], j["source"]) for j in jobs] == [
         (lb1.member_id, "haproxy.backup", "cron")
@@ -131,7 +132,8 @@ def test_a_due_policy_queues_one_backup_and_moves_its_next_run_on(world):
     policy = world.client.get(_policy_url(world, lb1)).json()
     assert policy["last_run_at"] is not None
     assert policy["next_run_at"] > policy["last_run_at"]
-    assert world.state.backups.run_due() == 0
+    world.state.backups.run_due()
+    assert world.client.get(f"/api/pools/{world.pool_id}/jobs").json()["total"] == 1
 
     job = lb1.claim()
     assert job["type"] == "haproxy.backup"
@@ -164,8 +166,9 @@ def test_a_due_policy_that_cannot_queue_does_not_stop_the_others(world):
         )
         _make_due(world, member)
     # box1 reports no HAProxy in a Generic Linux pool: its backup is refused, lb2's is queued.
-    assert world.state.backups.run_due() == 1
+    world.state.backups.run_due()
     assert world.client.get(f"/api/pools/{world.pool_id}/jobs").json()["total"] == 1
+    assert world.client.get(f"/api/pools/{boxed.pool_id}/jobs").json()["total"] == 0
 
 
 # -- retention ----------------------------------------------------------------------------------
@@ -286,7 +289,7 @@ def test_tidy_fails_snapshots_whose_job_ended_without_a_result(world):
     world.enqueue(lb1)
     still_running = lb1.claim()
 
-    assert world.state.backups.tidy() >= 2
+    world.state.backups.tidy()  # (or the app's backups loop did it already)
     first = world.client.get(f"/api/backups/{cancelled['params']['snapshot_id']}").json()
     assert first["state"] == "failed"
     assert first["error"] == "the backup job ended cancelled: cancelled by token:tests"

@@ -253,3 +253,20 @@ def test_an_invalid_manifest_is_refused(stager: Stager) -> None:
         [CFG_MEMBER],
         [CFG_ENTRY, CFG_ENTRY],
     )
+
+
+def test_a_symlink_with_dotdot_after_a_folder_name_is_refused(stager: Stager) -> None:
+    # The kernel follows q/r/s (a link to ../../live) before the `..` after it: read as a
+    # string, the target looks like /etc/letsencrypt/etc; on disk it is /etc.
+    escape = "q/r/s/../../../etc"
+    members = [
+        CFG_MEMBER,
+        member("etc/letsencrypt/q/r/s", type=tarfile.SYMTYPE, linkname="../../live"),
+        member("etc/letsencrypt/E", type=tarfile.SYMTYPE, linkname=escape),
+    ]
+    entries = [
+        CFG_ENTRY,
+        link_entry("/etc/letsencrypt/q/r/s", "../../live"),
+        link_entry("/etc/letsencrypt/E", escape),
+    ]
+    stager.refused("with '..' after a folder name", members, entries)
