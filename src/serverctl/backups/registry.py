@@ -4,8 +4,6 @@ table below is the fallback for a source checkout that was never installed."""
 
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import entry_points
 from typing import Any
 
 from pydantic import BaseModel
@@ -13,41 +11,22 @@ from pydantic import ValidationError as PydanticError
 
 from serverctl.backups.base import BackupStore, StoreConfig
 from serverctl.errors import ValidationError
+from serverctl.plugins import PluginGroup
 
 GROUP = "serverctl.backup_stores"
 BUILTIN = {
     "local": "serverctl.backups.local:LocalStore",
     "s3": "serverctl.backups.s3:S3Store",
 }
-
-
-def _targets() -> dict[str, str]:
-    targets = dict(BUILTIN)
-    for ep in entry_points(group=GROUP):
-        targets[ep.name] = ep.value
-    return targets
+STORES: PluginGroup[BackupStore] = PluginGroup(GROUP, BUILTIN, BackupStore, "backup store")
 
 
 def kinds() -> list[str]:
-    return sorted(_targets())
+    return STORES.kinds()
 
 
 def store_class(kind: str) -> type[BackupStore]:
-    target = _targets().get(kind)
-    if target is None:
-        raise ValidationError(f"unknown backup store kind {kind!r}; choose one of {kinds()}")
-    module_name, _, attr = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValidationError(
-            f"the {kind} backup store cannot be loaded ({exc}); install its extra, "
-            f"for example pip install 'serverctl[{kind}]'"
-        ) from exc
-    cls = getattr(module, attr, None)
-    if not (isinstance(cls, type) and issubclass(cls, BackupStore)):
-        raise ValidationError(f"{target} is not a backup store class")
-    return cls
+    return STORES.load(kind)
 
 
 def validated(
