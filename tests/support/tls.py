@@ -11,6 +11,22 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+# A self-signed CA certificate (no key kept anywhere): loaded as a pinned CA
+# bundle by the agent's tests and as a ca-file by HAProxy's.
+TEST_CA_PEM = """\
+-----BEGIN CERTIFICATE-----
+MIIBiDCCAS+gAwIBAgIUG0+5QcOEryPkQg00TJI0RVPxkS8wCgYIKoZIzj0EAwIw
+GTEXMBUGA1UEAwwOYmFsY3RsIHRlc3QgQ0EwIBcNMjYxMTI0MDM0OTA1WhgPMjEy
+NjEwMzEwMzQ5MDVaMBkxFzAVBgNVBAMMDmJhbGN0bCB0ZXN0IENBMFkwEwYHKoZI
+zj0CAQYIKoZIzj0DAQcDQgAE26LhByntoTDq4Rd6BcPfWOnxSQQlw9agi1BvdeXF
+rI05c4E6fmjDg9GAiwyIrh4ocT4X6F24uprlXG6EikQsPaNTMFEwHQYDVR0OBBYE
+FOAeezFx9vL6hBveqU98HDvHSwdlMB8GA1UdIwQYMBaAFOAeezFx9vL6hBveqU98
+HDvHSwdlMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIgDLcZIE5a
+tB2aRPNRYfwEJvdyTH9vI23QgsuhQKMEN8wCIGLrcHEd2q4SsOaphI3C5Ympebin
+Tp8KQfU6YENbwBgY
+-----END CERTIFICATE-----
+"""
+
 
 def _name(common: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])

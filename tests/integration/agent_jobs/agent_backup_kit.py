@@ -13,22 +13,11 @@ from agent_jobs_host import Host
 
 from balctl.paths import HostPaths
 from support.loopback import LoopbackServer
+from support.tls import TEST_CA_PEM
 
 QUERY = "X-Amz-Signature=0123abcd"
 # A self-signed CA certificate (no key kept anywhere): HAProxy loads it as a ca-file.
-CERT = """\
------BEGIN CERTIFICATE-----
-MIIBiDCCAS+gAwIBAgIUG0+5QcOEryPkQg00TJI0RVPxkS8wCgYIKoZIzj0EAwIw
-GTEXMBUGA1UEAwwOYmFsY3RsIHRlc3QgQ0EwIBcNMjYxMTI0MDM0OTA1WhgPMjEy
-NjEwMzEwMzQ5MDVaMBkxFzAVBgNVBAMMDmJhbGN0bCB0ZXN0IENBMFkwEwYHKoZI
-zj0CAQYIKoZIzj0DAQcDQgAE26LhByntoTDq4Rd6BcPfWOnxSQQlw9agi1BvdeXF
-rI05c4E6fmjDg9GAiwyIrh4ocT4X6F24uprlXG6EikQsPaNTMFEwHQYDVR0OBBYE
-FOAeezFx9vL6hBveqU98HDvHSwdlMB8GA1UdIwQYMBaAFOAeezFx9vL6hBveqU98
-HDvHSwdlMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIgDLcZIE5a
-tB2aRPNRYfwEJvdyTH9vI23QgsuhQKMEN8wCIGLrcHEd2q4SsOaphI3C5Ympebin
-Tp8KQfU6YENbwBgY
------END CERTIFICATE-----
-"""
+CERT = TEST_CA_PEM
 
 
 class ObjectStore(LoopbackServer):

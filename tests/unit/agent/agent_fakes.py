@@ -15,21 +15,6 @@ from support.loopback import LoopbackServer
 
 KEY = "k" * 40 + "SECRET42"
 
-# A self-signed CA certificate (no key kept anywhere): enough to load as a pinned CA bundle.
-TEST_CA_PEM = """\
------BEGIN CERTIFICATE-----
-MIIBiDCCAS+gAwIBAgIUG0+5QcOEryPkQg00TJI0RVPxkS8wCgYIKoZIzj0EAwIw
-GTEXMBUGA1UEAwwOYmFsY3RsIHRlc3QgQ0EwIBcNMjYxMTI0MDM0OTA1WhgPMjEy
-NjEwMzEwMzQ5MDVaMBkxFzAVBgNVBAMMDmJhbGN0bCB0ZXN0IENBMFkwEwYHKoZI
-zj0CAQYIKoZIzj0DAQcDQgAE26LhByntoTDq4Rd6BcPfWOnxSQQlw9agi1BvdeXF
-rI05c4E6fmjDg9GAiwyIrh4ocT4X6F24uprlXG6EikQsPaNTMFEwHQYDVR0OBBYE
-FOAeezFx9vL6hBveqU98HDvHSwdlMB8GA1UdIwQYMBaAFOAeezFx9vL6hBveqU98
-HDvHSwdlMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIgDLcZIE5a
-tB2aRPNRYfwEJvdyTH9vI23QgsuhQKMEN8wCIGLrcHEd2q4SsOaphI3C5Ympebin
-Tp8KQfU6YENbwBgY
------END CERTIFICATE-----
-"""
-
 
 @dataclass
 class Reply:

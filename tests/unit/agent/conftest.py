@@ -14,9 +14,10 @@ _SRC = str(Path(__file__).resolve().parents[3] / "src")
 if _SRC not in sys.path:
     sys.path.insert(0, _SRC)
 
-from agent_fakes import TEST_CA_PEM, FakeControlPlane  # noqa: E402
+from agent_fakes import FakeControlPlane  # noqa: E402
 
 from balctl.paths import HostPaths  # noqa: E402
+from support.tls import TEST_CA_PEM  # noqa: E402
 
 AGENT_ENV_NAMES = (
     "BALCTL_ROOT",

@@ -7,11 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from agent_fakes import KEY, TEST_CA_PEM, FakeControlPlane, Reply
+from agent_fakes import KEY, FakeControlPlane, Reply
 
 from balctl import cli
 from balctl.config import read_env_file
 from balctl.paths import HostPaths
+from support.tls import TEST_CA_PEM
 
 ENROLLED = {"member_id": 7, "pool_id": 3, "pool_name": "web", "hostname": "edge-1"}
 
