@@ -9,10 +9,29 @@ A provider's test module subclasses `ProviderContract` and supplies the fixtures
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import pytest
 
+from serverctl.dns import registry
 from serverctl.dns.base import DNSProvider
 from serverctl.errors import ProviderAuthError, ProviderUnreachable, ValidationError, ZoneNotFound
+
+Build = Callable[..., DNSProvider]
+
+
+def building(kind: str) -> Iterator[Build]:
+    """For a module's `build` fixture: builds `kind` providers from settings (keyword
+    arguments), each closed after the test."""
+    made: list[DNSProvider] = []
+
+    def _build(**config: object) -> DNSProvider:
+        made.append(registry.build(kind, config, timeout=5))
+        return made[-1]
+
+    yield _build
+    for provider in made:
+        provider.close()
 
 
 class ProviderContract:

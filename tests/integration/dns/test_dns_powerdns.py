@@ -3,32 +3,21 @@ particular to PowerDNS (the DNS port answers API changes, TXT quoting, error map
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from integration.dns.provider_contract import ProviderContract
+from integration.dns.provider_contract import Build, ProviderContract, building
 from serverctl.dns import registry
 from serverctl.dns.base import DNSProvider
 from serverctl.errors import ProviderError, ValidationError
 from support.powerdns import PowerDNS
 from support.util import free_port
 
-Build = Callable[..., DNSProvider]
-
 
 @pytest.fixture
 def build() -> Iterator[Build]:
-    """Builds powerdns providers from settings (keyword arguments), closed after the test."""
-    made: list[DNSProvider] = []
-
-    def _build(**config: object) -> DNSProvider:
-        made.append(registry.build("powerdns", config, timeout=5))
-        return made[-1]
-
-    yield _build
-    for provider in made:
-        provider.close()
+    yield from building("powerdns")
 
 
 @pytest.fixture

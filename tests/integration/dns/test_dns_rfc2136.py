@@ -6,31 +6,20 @@ from __future__ import annotations
 import base64
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from integration.dns.provider_contract import ProviderContract
+from integration.dns.provider_contract import Build, ProviderContract, building
 from serverctl.dns import registry
 from serverctl.dns.base import DNSProvider
 from serverctl.errors import ProviderAuthError, ProviderUnreachable, ValidationError
 from support.powerdns import PowerDNS, free_dns_port
 
-Build = Callable[..., DNSProvider]
-
 
 @pytest.fixture
 def build() -> Iterator[Build]:
-    """Builds rfc2136 providers from settings (keyword arguments), closed after the test."""
-    made: list[DNSProvider] = []
-
-    def _build(**config: object) -> DNSProvider:
-        made.append(registry.build("rfc2136", config, timeout=5))
-        return made[-1]
-
-    yield _build
-    for provider in made:
-        provider.close()
+    yield from building("rfc2136")
 
 
 def _random_secret() -> str:
