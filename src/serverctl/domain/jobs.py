@@ -427,7 +427,10 @@ class JobService:
         output: str | None,
         result: dict[str, Any] | None,
     ) -> str:
-        """Record an agent's result; a repeat of the same completion changes nothing."""
+        """Record an agent's result; a repeat of the same completion changes nothing.
+
+        A job type with hooks has its result reviewed between two transactions (the review may
+        do I/O); any other job is recorded in the one transaction that read it."""
         with self.db.session() as s:
             job = s.get(Job, job_id)
             if job is None or job.member_id != member_id or job.type == RECIPE_JOB:
@@ -437,23 +440,36 @@ class JobService:
             if job.state != JobState.RUNNING:
                 raise Conflict(f"job {job_id} is {job.state}; its result is no longer wanted")
             hooks = self.hooks.get(job.type)
+            if hooks is None:
+                final = self._record(s, job, state, summary, output, result, None)
         if hooks is not None:
             state, summary = hooks.review(job_id, state, summary, result)
-        with self.db.session() as s:
-            job = s.get(Job, job_id)
-            if job is None or job.state != JobState.RUNNING:
-                # Cancelled or timed out while the result was being reviewed.
-                return job.state if job is not None else JobState.CANCELLED
-            self._finish(s, job, JobState(state), summary[:MAX_SUMMARY], output, result)
-            if hooks is not None:
-                hooks.recorded(s, job)
-            if job.parent_id is not None:
-                self._advance(s, job)
-            final = job.state
-        if hooks is not None:
+            with self.db.session() as s:
+                job = s.get(Job, job_id)
+                if job is None or job.state != JobState.RUNNING:
+                    # Cancelled or timed out while the result was being reviewed.
+                    return job.state if job is not None else JobState.CANCELLED
+                final = self._record(s, job, state, summary, output, result, hooks)
             hooks.committed(job_id)
         self._hint(member_id)
         return final
+
+    def _record(
+        self,
+        s: Session,
+        job: Job,
+        state: str,
+        summary: str,
+        output: str | None,
+        result: dict[str, Any] | None,
+        hooks: JobHooks | None,
+    ) -> str:
+        self._finish(s, job, JobState(state), summary[:MAX_SUMMARY], output, result)
+        if hooks is not None:
+            hooks.recorded(s, job)
+        if job.parent_id is not None:
+            self._advance(s, job)
+        return job.state
 
     def reap(self) -> int:
         """Time out running jobs with no result and pending jobs nobody claimed."""
