@@ -3,7 +3,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint typecheck unit bench demo
+.PHONY: install run test lint typecheck unit bench soak demo
 
 install: $(VENV)/.installed
 
@@ -36,10 +36,18 @@ unit: install
 	$(BIN)/pytest tests/unit
 
 # Benchmarks print their figures last, one per line, name=value; never part of `make test`.
+# `make bench QUICK=1` passes --quick to each (a minute or two apiece).
 bench: install
+	scripts/install-bench-packages.sh
+	$(BIN)/python bench/heartbeat_ingest.py $(if $(QUICK),--quick)
+	$(BIN)/python bench/failover.py $(if $(QUICK),--quick)
+	$(BIN)/python bench/agent_footprint.py $(if $(QUICK),--quick)
+	$(BIN)/python bench/job_dispatch.py $(if $(QUICK),--quick)
+
+# The reliability soak at full length (5 minutes, 1,000 simulated members); `make test` runs 60 s.
+soak: install
 	scripts/install-test-packages.sh
-	$(BIN)/python bench/job_dispatch.py
-	$(BIN)/python bench/failover.py
+	SERVERCTL_SOAK_S=300 $(BIN)/pytest tests/reliability -m soak -p no:cacheprovider
 
 # One machine, a whole pool: control plane, PowerDNS, three agents with real haproxy. Ctrl-C ends it.
 demo: install

@@ -51,9 +51,12 @@ class AuthError(ServerCTLError):
 class AgentAuthError(AuthError):
     """An agent request refused; `status_code` is 401, 403 or 4xx as the check decides."""
 
-    def __init__(self, message: str, status_code: int = 401) -> None:
+    def __init__(self, message: str, status_code: int = 401, reason: str = "token") -> None:
         super().__init__(message)
         self.status_code = status_code
+        # A short fixed word for counting refusals (the /metrics `reason` label): token,
+        # revoked, source_ip, payload, too_large, hostname.
+        self.reason = reason
 
 
 class PermissionDenied(ServerCTLError):

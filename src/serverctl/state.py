@@ -24,6 +24,7 @@ from serverctl.domain.pool_dns import PoolDnsService
 from serverctl.domain.pools import PoolService
 from serverctl.domain.schedules import ScheduleService
 from serverctl.domain.smtp_settings import SmtpService
+from serverctl.metrics import Metrics
 
 
 def _no_wake() -> None:
@@ -51,6 +52,7 @@ class AppState:
     monitors: MemberMonitors
     backup_stores: BackupStores
     backups: BackupService
+    metrics: Metrics = field(default_factory=Metrics)
     # Set by the evaluator loop: wakes it at once (a heartbeat changed a member's health).
     wake_evaluator: Callable[[], None] = field(default=_no_wake)
 

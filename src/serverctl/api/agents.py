@@ -60,7 +60,9 @@ async def heartbeat(request: Request, state: State) -> Response:
     try:
         accepted = state.gate.heartbeat(await _agent_request(request))
     except AgentAuthError as exc:
+        state.metrics.heartbeat_rejected(exc.reason)
         return _refused(exc)
+    state.metrics.heartbeats_received += 1
     member, payload = accepted.member, accepted.payload
     if accepted.change.health:
         # HAProxy went down or came back: evaluate failover now, not at the next tick.

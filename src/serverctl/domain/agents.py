@@ -59,7 +59,9 @@ class AgentGate:
             # Only a DDNS pool's member gets here (see _authenticate), and only when it declares
             # the very address it calls from: the secret and hostname have been checked.
             if payload.ip != request.source_ip:
-                self._reject(member.member_id, 403, self._ip_refusal(member, request), request)
+                self._reject(
+                    member.member_id, 403, self._ip_refusal(member, request), request, "source_ip"
+                )
             self.live.follow_address(member, request.source_ip)
         change = self.live.record_heartbeat(
             member,
@@ -81,7 +83,9 @@ class AgentGate:
         X-Balctl-Hostname header; the checks are the same as for any agent request."""
         member = self._authenticate(request)
         if not hostname:
-            self._reject(member.member_id, 401, "missing X-Balctl-Hostname header", request)
+            self._reject(
+                member.member_id, 401, "missing X-Balctl-Hostname header", request, "hostname"
+            )
         self._check_hostname(member, request, hostname or "")
         return member
 
@@ -103,12 +107,14 @@ class AgentGate:
         if member is None:
             revoked_for = self.live.revoked.get(digest)
             if revoked_for is not None:
-                self._reject(revoked_for, 401, "enrolment secret was revoked", request)
+                self._reject(revoked_for, 401, "enrolment secret was revoked", request, "revoked")
             raise AgentAuthError("unknown or revoked enrolment secret")
         if not member.allows(request.source_ip):
             if may_follow and member.pool_id in self.live.ddns_pools:
                 return member  # decided in heartbeat(), once the body is checked
-            self._reject(member.member_id, 403, self._ip_refusal(member, request), request)
+            self._reject(
+                member.member_id, 403, self._ip_refusal(member, request), request, "source_ip"
+            )
         return member
 
     @staticmethod
@@ -119,7 +125,8 @@ class AgentGate:
         try:
             return parse(request.body)
         except ValidationError as exc:
-            self._reject(member.member_id, exc.status_code, exc.message, request)
+            reason = "too_large" if exc.status_code == 413 else "payload"
+            self._reject(member.member_id, exc.status_code, exc.message, request, reason)
 
     def _check_hostname(self, member: MemberLive, request: AgentRequest, hostname: str) -> None:
         if hostname.rstrip(".").lower() != member.hostname:
@@ -129,14 +136,17 @@ class AgentGate:
                 f"hostname {hostname[:253]!r} does not match the enrolled hostname "
                 f"{member.hostname!r}",
                 request,
+                "hostname",
             )
 
-    def _reject(self, member_id: int, status: int, reason: str, request: AgentRequest) -> None:
+    def _reject(
+        self, member_id: int, status: int, reason: str, request: AgentRequest, code: str
+    ) -> None:
         self.live.record_rejection(
             member_id, Rejection(utcnow(), status, reason, request.source_ip)
         )
         log.info("agent request refused (%s): %s", status, reason)
-        raise AgentAuthError(reason, status)
+        raise AgentAuthError(reason, status, code)
 
 
 def _bearer(header: str | None) -> str | None:
