@@ -25,18 +25,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from figures import percentile  # noqa: E402
+
 from support.agent import Agent, download_zipapp  # noqa: E402
 from support.haproxy import HAProxy  # noqa: E402
 from support.server import ServerProcess, start_server, stop_process  # noqa: E402
 from support.util import free_port, wait_until  # noqa: E402
 
 AGENT_IPS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def one_job(server: ServerProcess, member_url: str, out: list[tuple[float, float]]) -> None:

@@ -19,17 +19,14 @@ from typing import Callable, Dict, List, NoReturn, Optional, Sequence
 
 from balctl import __version__, validate
 from balctl.config import KEY, AgentConfig, load_config
+from balctl.deferred_jobs import DeferredJobRunner
 from balctl.enrich import Enricher, stats_interval
-from balctl.enrol import enrol
 from balctl.errors import AgentError, ConfigError, EnrolError, TransportError
 from balctl.heartbeat import HeartbeatLoop
-from balctl.jobs.install import INSTALL_TIMEOUT_S, provision
-from balctl.jobs.runner import JobRunner
 from balctl.jobs.update import note_running, update_from_server
 from balctl.paths import ROOT_ENV, HostPaths
 from balctl.proc import Deadline
 from balctl.restart import restart_running_agent, restart_self, running_pyz
-from balctl.restore_swap import recover
 from balctl.transport import ControlPlaneClient
 
 EXIT_OK = 0
@@ -186,6 +183,8 @@ def _enrol(args: argparse.Namespace) -> int:
         raise _UsageError(f"--enrol needs {', '.join(missing)}")
     _need_root("--enrol")
     _setup_logging(timestamps=False)
+    from balctl.enrol import enrol  # here: `run` never needs it (see deferred_jobs.py on memory)
+
     result = enrol(
         args.server,
         key,
@@ -202,6 +201,9 @@ def _enrol(args: argparse.Namespace) -> int:
 
 
 def _provision(args: argparse.Namespace) -> int:
+    # Here, not at the top: `run` never needs it (see deferred_jobs.py on memory).
+    from balctl.jobs.install import INSTALL_TIMEOUT_S, provision
+
     _need_root("--provision-haproxy")
     _setup_logging(timestamps=False)
     outcome = provision(Deadline(INSTALL_TIMEOUT_S))
@@ -238,17 +240,17 @@ def _run(args: argparse.Namespace) -> int:
     _setup_logging(timestamps="JOURNAL_STREAM" not in os.environ)
     paths = HostPaths.from_env()
     cfg = load_config(paths)
+    if cfg.log_file:
+        from balctl import logfile  # logging.handlers is half a megabyte: only when asked for
+
+        logfile.attach(logger, cfg.log_file)
     run_args = ["run"]
     if args.run_source_ip:
         cfg = dataclasses.replace(cfg, source_ip=validate.ipv4(args.run_source_ip, "--source-ip"))
         run_args += ["--source-ip", cfg.source_ip or ""]
     pyz = running_pyz(paths)
     note_running(pyz)
-    # A restore interrupted by a crash or a kill is undone (or cleaned up) before anything else.
-    try:
-        recover(paths, cfg)
-    except Exception:  # the heartbeat matters more: report it and go on
-        logger.exception("cannot recover interrupted restores")
+    _recover_restores(paths, cfg)
     stop = threading.Event()
     restart = threading.Event()
 
@@ -268,27 +270,40 @@ def _run(args: argparse.Namespace) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
-    # Two connections: http.client objects are not shared between the two threads.
-    with _client(cfg) as client, _client(cfg) as jobs_client:
-        runner = JobRunner(cfg, jobs_client, paths, on_restart=on_restart)
+    # The job runner starts with the first job, on its own connection (deferred_jobs.py).
+    runner = DeferredJobRunner(cfg, paths, lambda: _client(cfg), stop, on_restart=on_restart)
+    with _client(cfg) as client:
         enricher = Enricher(paths, stats_interval())
         loop = HeartbeatLoop(cfg, client, paths=paths, jobs=runner, enricher=enricher)
         # Both loops run in worker threads so that the signal handler, which runs in the main
         # thread, never interrupts a thread that holds the stop event's internal lock.
         beats = threading.Thread(target=loop.run, args=(stop,), name="heartbeat", daemon=True)
-        jobs = threading.Thread(target=runner.run, args=(stop,), name="jobs", daemon=True)
         beats.start()
-        jobs.start()
         while beats.is_alive():
             beats.join(1.0)
             if restart.is_set() and not runner.running():
                 stop.set()
-        jobs.join(JOB_STOP_GRACE_S)
-        if jobs.is_alive():
+        if not runner.close(JOB_STOP_GRACE_S):
             logger.warning("stopping while job %s is still running", runner.running())
     if restart.is_set():
         return restart_self(pyz, run_args)
     return EXIT_OK
+
+
+def _recover_restores(paths: HostPaths, cfg: AgentConfig) -> None:
+    """A restore interrupted by a crash or a kill is undone (or cleaned up) before anything
+    else. The recovery code is loaded only when a restore left a work folder (rarely)."""
+    try:
+        if not any(entry.is_dir() for entry in paths.restore_dir.iterdir()):
+            return
+    except OSError:
+        return  # no restore folder: no restore ever ran, or the last one cleaned up
+    try:
+        from balctl.restore_swap import recover
+
+        recover(paths, cfg)
+    except Exception:  # the heartbeat matters more: report it and go on
+        logger.exception("cannot recover interrupted restores")
 
 
 class _Formatter(logging.Formatter):

@@ -32,7 +32,19 @@ CA_FILE = "BALCTL_CA_FILE"
 PUBLIC_IP = "BALCTL_PUBLIC_IP"
 HAPROXY_PIDFILE = "BALCTL_HAPROXY_PIDFILE"
 PROBE_INTERVAL = "BALCTL_PROBE_INTERVAL_S"
-KEYS = (SERVER, KEY, HOSTNAME, SOURCE_IP, CA_FILE, PUBLIC_IP, HAPROXY_PIDFILE, PROBE_INTERVAL)
+# A file the agent writes its log to itself, besides stderr (logfile.py); read by agent.logs.
+LOG_FILE = "BALCTL_LOG_FILE"
+KEYS = (
+    SERVER,
+    KEY,
+    HOSTNAME,
+    SOURCE_IP,
+    CA_FILE,
+    PUBLIC_IP,
+    HAPROXY_PIDFILE,
+    PROBE_INTERVAL,
+    LOG_FILE,
+)
 REQUIRED = (SERVER, KEY, HOSTNAME)
 
 # How often the heartbeat loop checks HAProxy between beats (haproxy_watch.py), in seconds.
@@ -58,6 +70,7 @@ class AgentConfig:
     public_ip: Optional[str] = None
     haproxy_pidfile: Optional[str] = None
     probe_interval_s: Optional[float] = None  # None: DEFAULT_PROBE_INTERVAL_S
+    log_file: Optional[str] = None
 
     @property
     def probe_interval(self) -> float:
@@ -76,6 +89,7 @@ class AgentConfig:
             PUBLIC_IP: self.public_ip,
             HAPROXY_PIDFILE: self.haproxy_pidfile,
             PROBE_INTERVAL: None if self.probe_interval_s is None else repr(self.probe_interval_s),
+            LOG_FILE: self.log_file,
         }
         return {name: value for name, value in values.items() if value}
 
@@ -180,6 +194,7 @@ def _checked(values: Mapping[str, str], origin: Path) -> AgentConfig:
             public_ip=_optional_ip(values, PUBLIC_IP),
             haproxy_pidfile=values.get(HAPROXY_PIDFILE) or None,
             probe_interval_s=parse_probe_interval(values.get(PROBE_INTERVAL)),
+            log_file=_optional_absolute(values, LOG_FILE),
         )
     except ConfigError as exc:
         raise ConfigError(f"{exc} (from {origin} or the environment)") from None
@@ -188,6 +203,13 @@ def _checked(values: Mapping[str, str], origin: Path) -> AgentConfig:
 def _optional_ip(values: Mapping[str, str], name: str) -> Optional[str]:
     value = values.get(name)
     return validate.ipv4(value, name) if value else None
+
+
+def _optional_absolute(values: Mapping[str, str], name: str) -> Optional[str]:
+    value = values.get(name)
+    if value and not value.startswith("/"):
+        raise ConfigError(f"{name}={value[:200]!r} must be an absolute path (e.g. /var/log/x.log)")
+    return value or None
 
 
 def parse_probe_interval(raw: Optional[str]) -> Optional[float]:

@@ -4,19 +4,20 @@ HAProxy reads `haproxy.cfg`, then `conf.d/*.cfg` in C-locale order when that fol
 (the agent passes both with `-f`, as the Debian unit can be told to). Only what the agent needs
 is parsed: section headers, `stats socket` lines of `global`, `bind` lines and server names.
 Words are split the way HAProxy splits them: `#` starts a comment, backslash escapes, single
-quotes are literal, and double quotes expand `$VAR` / `${VAR}` from the environment (the
-agent's own, which is also the one it starts HAProxy with).
+quotes are literal, and double quotes expand `$VAR` / `${VAR}` from the environment HAProxy
+is started with: the agent's own minus its secret (`proc.child_env`). Expanding from the agent's
+own would put the secret into the topology it reports whenever a configuration names it.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from balctl.paths import HostPaths
+from balctl.proc import child_env
 
 SECTION_KEYWORDS = frozenset(
     {
@@ -45,7 +46,7 @@ _RANGE = re.compile(r"^(\d{1,6})(?:-(\d{1,6}))?$")
 
 def split_words(line: str, environ: Optional[Mapping[str, str]] = None) -> List[str]:
     """The words of one configuration line, quotes and escapes resolved, comment dropped."""
-    env = os.environ if environ is None else environ
+    env = child_env() if environ is None else environ
     words: List[str] = []
     word: List[str] = []
     in_word = False
@@ -115,8 +116,9 @@ class Section:
 
 def parse_sections(text: str, environ: Optional[Mapping[str, str]] = None) -> List[Section]:
     sections: List[Section] = []
+    env = child_env() if environ is None else environ  # once, not per line
     for line in text.splitlines():
-        words = split_words(line, environ)
+        words = split_words(line, env)
         if not words:
             continue
         keyword = words[0].lower()

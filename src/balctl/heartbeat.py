@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Tuple
 
 from balctl import __version__
 from balctl.backoff import Backoff
@@ -29,7 +29,6 @@ from balctl.enrich import Enricher
 from balctl.errors import TransportError
 from balctl.haproxy_probe import probe
 from balctl.haproxy_watch import HaproxyWatch
-from balctl.jobs.runner import JobRunner
 from balctl.paths import HostPaths
 from balctl.public_ip import resolve_ip
 from balctl.transport import ControlPlaneClient, JsonDict, describe_detail
@@ -44,6 +43,14 @@ MAX_INTERVAL_S = 60.0
 IP_REFRESH_S = 60.0
 
 _OK: Tuple[Any, ...] = ("ok",)
+
+
+class Jobs(Protocol):
+    """What the loop needs of a job runner (jobs/runner.py, or deferred_jobs.py's stand-in)."""
+
+    def offer(self, jobs: Any) -> int: ...
+
+    def running(self) -> List[int]: ...
 
 
 def build_payload(
@@ -80,7 +87,7 @@ class HeartbeatLoop:
         interval: float = 1.0,
         paths: Optional[HostPaths] = None,
         backoff: Optional[Backoff] = None,
-        jobs: Optional[JobRunner] = None,
+        jobs: Optional[Jobs] = None,
         enricher: Optional[Enricher] = None,
         watch: Optional[HaproxyWatch] = None,
     ) -> None:

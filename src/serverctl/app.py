@@ -15,6 +15,10 @@ from fastapi.responses import PlainTextResponse
 from serverctl import __version__
 from serverctl.api import agents, backup_store, backups, dns, errors, jobs, operators, pools
 from serverctl.api import alerts as alerts_api
+from serverctl.api import metrics as metrics_api
+from serverctl.api import support_bundle as support_api
+from serverctl.api.body_limit import BodyLimit
+from serverctl.api.heartbeat_fast_path import ControlPlaneApp
 from serverctl.config import Settings
 from serverctl.loops import alerts as alerts_loop
 from serverctl.loops import backups as backups_loop
@@ -24,6 +28,7 @@ from serverctl.loops.failover import Evaluator
 from serverctl.state import AppState
 from serverctl.web import monitoring as web_monitoring
 from serverctl.web import routes as web
+from serverctl.web import support_pages as web_support
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +81,10 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
             # Keep the last-seen times of a clean shutdown.
             await asyncio.to_thread(flush.flush_once, state.db, state.live, include_seen=True)
 
-    app = FastAPI(
+    # FastAPI, with the heartbeat (most of the traffic) taken ahead of it: see
+    # api/heartbeat_fast_path.py.
+    app = ControlPlaneApp(
+        state,
         title="ServerCTL",
         version=__version__,
         description="Control plane for HAProxy server pools. Authenticate with "
@@ -85,6 +93,8 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     )
     app.state.serverctl = state
     errors.install(app)
+    # Operator API and web bodies are small: refuse big ones before they are read (413).
+    app.add_middleware(BodyLimit)
 
     @app.get("/healthz", tags=["health"], response_class=PlainTextResponse)
     async def healthz() -> str:
@@ -99,6 +109,9 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     app.include_router(alerts_api.router)
     app.include_router(backups.router)
     app.include_router(backup_store.router)
+    app.include_router(metrics_api.router)
     web.install(app)
     app.include_router(web_monitoring.router)
+    app.include_router(support_api.router)
+    app.include_router(web_support.router)
     return app

@@ -45,6 +45,25 @@ class Settings(BaseSettings):
         description="Peers whose CF-Connecting-IP / X-Real-IP / X-Forwarded-For are believed.",
     )
     session_max_age_s: int = Field(default=12 * 3600, ge=60)
+    # Login brute-force throttling (domain/login_throttle.py): per source address, never a
+    # lock on the account, so nobody can lock the admin out from elsewhere.
+    login_max_failures: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Failed logins to one account from one address within the window before "
+        "that address is refused for that account (429).",
+    )
+    login_max_failures_per_source: int = Field(
+        default=20,
+        ge=1,
+        le=100_000,
+        description="Failed logins from one address (an IPv6 /64), any accounts, within the "
+        "window before all its logins are refused (429).",
+    )
+    login_window_s: float = Field(
+        default=300.0, ge=1, le=86_400, description="The sliding window failures count in."
+    )
     secure_cookies: bool | None = Field(
         default=None, description="Mark cookies Secure; default: when serving TLS."
     )

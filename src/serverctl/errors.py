@@ -7,6 +7,7 @@
     ├── AuthError              missing or wrong credentials (→ 401)
     │   └── AgentAuthError     an agent request refused; carries the status and the reason
     ├── PermissionDenied       authenticated, but the role does not allow it (→ 403)
+    ├── TooManyLogins(retry_after)  too many failed logins from this source (→ 429)
     ├── ProviderError          a DNS provider failed (→ 502)
     │   ├── ProviderAuthError  bad credentials or no permission
     │   ├── ZoneNotFound       the zone is not on the provider (or not visible to the token)
@@ -61,6 +62,16 @@ class AgentAuthError(AuthError):
 
 class PermissionDenied(ServerCTLError):
     status_code = 403
+
+
+class TooManyLogins(ServerCTLError):
+    """Password logins from this source are paused for `retry_after` seconds."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ProviderError(ServerCTLError):

@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from prometheus_client import CollectorRegistry
+
 from serverctl.backups.settings import BackupStores
 from serverctl.config import Settings
 from serverctl.crypto import SecretBox
 from serverctl.db.session import Database
+from serverctl.db.types import utcnow
+from serverctl.domain import fleet_stats
 from serverctl.domain.agents import AgentGate
 from serverctl.domain.alert_delivery import AlertDelivery
 from serverctl.domain.alerts import AlertService
@@ -18,13 +22,14 @@ from serverctl.domain.dns_updates import DnsPublisher
 from serverctl.domain.failover import FailoverService
 from serverctl.domain.jobs import JobService
 from serverctl.domain.live import LiveState
+from serverctl.domain.login_throttle import LoginThrottle, ThrottleLimits
 from serverctl.domain.monitors import MemberMonitors
 from serverctl.domain.operators import OperatorService
 from serverctl.domain.pool_dns import PoolDnsService
 from serverctl.domain.pools import PoolService
 from serverctl.domain.schedules import ScheduleService
 from serverctl.domain.smtp_settings import SmtpService
-from serverctl.metrics import Metrics
+from serverctl.metrics import Metrics, build_registry
 
 
 def _no_wake() -> None:
@@ -53,6 +58,8 @@ class AppState:
     backup_stores: BackupStores
     backups: BackupService
     metrics: Metrics = field(default_factory=Metrics)
+    # What /metrics exposes: `metrics`, and the fleet read at scrape time (set by `build`).
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     # Set by the evaluator loop: wakes it at once (a heartbeat changed a member's health).
     wake_evaluator: Callable[[], None] = field(default=_no_wake)
 
@@ -67,7 +74,10 @@ class AppState:
         )
         alerts = AlertService(db)
         accounts = DnsAccounts(db, box, timeout=settings.dns_timeout_s)
-        publisher = DnsPublisher(db, accounts, alert=alerts.hook)
+        metrics = Metrics()
+        publisher = DnsPublisher(
+            db, accounts, alert=alerts.hook, on_attempt=metrics.dns_update_attempted
+        )
         smtp = SmtpService(db, box)
         stores = BackupStores(db, box, settings.data_dir)
         backups = BackupService(db, live, jobs, stores, alerts)
@@ -78,7 +88,17 @@ class AppState:
             db=db,
             live=live,
             pools=PoolService(db, live),
-            operators=OperatorService(db, settings.session_max_age_s),
+            operators=OperatorService(
+                db,
+                settings.session_max_age_s,
+                LoginThrottle(
+                    ThrottleLimits(
+                        settings.login_max_failures,
+                        settings.login_max_failures_per_source,
+                        settings.login_window_s,
+                    )
+                ),
+            ),
             gate=AgentGate(live),
             jobs=jobs,
             schedules=ScheduleService(db, jobs),
@@ -93,4 +113,6 @@ class AppState:
             monitors=MemberMonitors(db, live, alerts),
             backup_stores=stores,
             backups=backups,
+            metrics=metrics,
+            registry=build_registry(metrics, lambda: fleet_stats.read(db, live, utcnow())),
         )

@@ -28,6 +28,8 @@ class Agent:
     root: Path
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[str] | None = None
+    # An argv prefix for every run: `ip netns exec <ns>` puts the agent on a namespace's host.
+    launcher: list[str] = field(default_factory=list)
 
     def _env(self) -> dict[str, str]:
         return {
@@ -39,7 +41,7 @@ class Agent:
 
     def cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, str(self.pyz), *args],
+            [*self.launcher, sys.executable, str(self.pyz), *args],
             env=self._env(),
             capture_output=True,
             text=True,
@@ -63,7 +65,7 @@ class Agent:
     def start(self) -> None:
         log = self.log_path.open("a")
         self.process = subprocess.Popen(
-            [sys.executable, str(self.pyz), "run"],
+            [*self.launcher, sys.executable, str(self.pyz), "run"],
             env=self._env(),
             stdout=log,
             stderr=subprocess.STDOUT,

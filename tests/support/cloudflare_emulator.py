@@ -6,8 +6,10 @@ the bearer token and its permissions, checks request shapes (JSON content type, 
 fields and their types, TTL range, proxiable types) and answers with the documented envelope
 `{success, errors[{code, message}], messages, result, result_info}` and error codes.
 
-Tests can make the next N requests fail with 429 (and Retry-After) or a 5xx, and read every
-request received in `requests`.
+Faults, for retry and reliability tests: the next N requests (of any method, or only of the
+given methods, such as `WRITES`) fail with 429 (and Retry-After) or a 5xx (`fail_next`), or hang
+past the client's timeout and are then dropped unanswered and unapplied (`hang_next`). Every
+request received is in `requests`, with its arrival time and the status it got.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import ipaddress
 import json
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +36,8 @@ RECORD_TYPES = frozenset(
     "SVCB TLSA TXT URI".split()
 )
 PROXIABLE = frozenset({"A", "AAAA", "CNAME"})
+# The methods that change records: `fail_next(..., methods=WRITES)` lets reads through.
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class ApiError(Exception):
@@ -61,6 +66,22 @@ class SeenRequest:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: Any
+    at: float = field(default_factory=time.monotonic)
+    # The status answered; 0 for a request left hanging and dropped.
+    status: int = 0
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected failure: an HTTP status, or a hang of `hang_s` (then no answer at all)."""
+
+    status: int = 0
+    retry_after: float | None = None
+    methods: frozenset[str] | None = None  # None: any method
+    hang_s: float = 0.0
+
+    def matches(self, method: str) -> bool:
+        return self.methods is None or method in self.methods
 
 
 class CloudflareEmulator(LoopbackServer):
@@ -73,7 +94,7 @@ class CloudflareEmulator(LoopbackServer):
         self.zones: dict[str, dict[str, Any]] = {}
         self.records: dict[str, dict[str, dict[str, Any]]] = {}
         self.requests: list[SeenRequest] = []
-        self._failures: list[tuple[int, float | None]] = []
+        self._faults: list[Fault] = []
         self.lock = threading.Lock()
         for name in zones:
             self.add_zone(name)
@@ -109,6 +130,10 @@ class CloudflareEmulator(LoopbackServer):
         self.records[zone_id] = {}
         return zone_id
 
+    def provider_settings(self) -> dict[str, str]:
+        """The `config` of a ServerCTL `cloudflare` DNS provider that talks to this emulator."""
+        return {"api_token": TOKEN, "account_id": self.account_id, "api_base": self.api_base}
+
     def zone_id(self, name: str) -> str:
         return next(z["id"] for z in self.zones.values() if z["name"] == name)
 
@@ -123,27 +148,67 @@ class CloudflareEmulator(LoopbackServer):
             found = list(self.records[self.zone_id(zone)].values())
         return [dict(r) for r in found if name is None or r["name"] == name]
 
-    def fail_next(self, count: int, status: int = 429, retry_after: float | None = 30) -> None:
-        """Answer the next `count` requests with `status` (429 carries Retry-After)."""
-        self._failures.extend([(status, retry_after)] * count)
+    def fail_next(
+        self,
+        count: int,
+        status: int = 429,
+        retry_after: float | None = 30,
+        *,
+        methods: frozenset[str] | None = None,
+    ) -> None:
+        """Answer the next `count` requests (of `methods`, default any) with `status`; a 429
+        carries Retry-After. Faults queue up in the order given."""
+        with self.lock:
+            self._faults.extend([Fault(status, retry_after, methods)] * count)
+
+    def hang_next(
+        self, count: int, seconds: float, *, methods: frozenset[str] | None = None
+    ) -> None:
+        """Hold the next `count` requests (of `methods`) for `seconds`, then drop the connection
+        without applying them: a provider that stopped answering, as the client's timeout
+        sees it."""
+        with self.lock:
+            self._faults.extend([Fault(methods=methods, hang_s=seconds)] * count)
+
+    def faults_left(self) -> int:
+        with self.lock:
+            return len(self._faults)
+
+    def seen(self, methods: frozenset[str] | None = None) -> list[SeenRequest]:
+        """The requests received so far (of `methods`), oldest first."""
+        with self.lock:
+            return [r for r in self.requests if methods is None or r.method in methods]
 
     # -- request handling (called from the server threads) -------------------------------------
 
     def handle(
         self, method: str, target: str, headers: dict[str, str], raw: bytes
-    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+    ) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+        """(status, body, extra headers); None: drop the connection without an answer."""
         parts = urlsplit(target)
         query = parse_qs(parts.query)
         body = _parse_body(raw)
         with self.lock:
-            self.requests.append(SeenRequest(method, parts.path, query, headers, body))
-            if self._failures:
-                return _injected(*self._failures.pop(0))
-            try:
-                status, payload = self._route(method, parts.path, query, headers, raw)
-            except ApiError as exc:
-                return exc.status, _envelope(None, errors=[exc.error]), {}
-        return status, payload, {}
+            seen = SeenRequest(method, parts.path, query, headers, body)
+            self.requests.append(seen)
+            fault = next((f for f in self._faults if f.matches(method)), None)
+            if fault is not None:
+                self._faults.remove(fault)
+            answer: tuple[int, dict[str, Any], dict[str, str]] | None
+            if fault is None:
+                try:
+                    answer = (*self._route(method, parts.path, query, headers, raw), {})
+                except ApiError as exc:
+                    answer = exc.status, _envelope(None, errors=[exc.error]), {}
+            elif fault.hang_s:
+                answer = None  # a hung request is never applied
+            else:
+                answer = _injected(fault.status, fault.retry_after)
+            if answer is not None:
+                seen.status = answer[0]
+        if fault is not None and fault.hang_s:
+            time.sleep(fault.hang_s)  # outside the lock: other requests go on meanwhile
+        return answer
 
     def _route(
         self,
@@ -434,15 +499,22 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
-        status, payload, extra = emulator.handle(self.command, self.path, headers, raw)
+        answer = emulator.handle(self.command, self.path, headers, raw)
+        if answer is None:
+            self.close_connection = True
+            return
+        status, payload, extra = answer
         data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in extra.items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in extra.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up waiting
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 

@@ -73,11 +73,13 @@ class Fleet:
     def __enter__(self) -> Self:
         self.root.mkdir(parents=True, exist_ok=True)
         self._hosts = Path(tempfile.mkdtemp(prefix="fleet-"))
-        self.pdns = PowerDNS(self.root / "pdns", zone=self.zone)
+        self.pdns = self._dns_server()
         self.pdns.start()
         self.api = self.server.api()
         self.pool = self.call("POST", "/api/pools", {"name": self.pool_name, "template": "haproxy"})
-        self._pyz = download_zipapp(self.server.url, self.root / "balctl.pyz")
+        self._pyz = download_zipapp(
+            self.server.url, self.root / "balctl.pyz", verify=self.server.verify
+        )
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -92,6 +94,21 @@ class Fleet:
             self.api.close()
         if self._hosts is not None:
             shutil.rmtree(self._hosts, ignore_errors=True)
+
+    # -- where things run: loopback here; support.netns_fleet puts them in namespaces ----------
+
+    def _dns_server(self) -> PowerDNS:
+        return PowerDNS(self.root / "pdns", zone=self.zone)
+
+    def _host_launcher(self, hostname: str, ip: str) -> list[str]:
+        """The argv prefix that runs a member's processes on its host: none on loopback."""
+        return []
+
+    def _port(self, ip: str) -> int:
+        return free_port(ip)
+
+    def _enrol_options(self, ip: str) -> list[str]:
+        return ["--source-ip", ip]
 
     # -- building -------------------------------------------------------------------------------
 
@@ -131,13 +148,15 @@ class Fleet:
         )
         assert self._hosts is not None
         host_root = self._hosts / hostname
+        launcher = self._host_launcher(hostname, ip)
         haproxy = HAProxy(
             hostname,
             host_root,
-            f"{ip}:{free_port(ip)}",
+            f"{ip}:{self._port(ip)}",
             admin_socket=True,
             portable=portable,
-            tls_bind=f"{ip}:{free_port(ip)}" if tls else None,
+            tls_bind=f"{ip}:{self._port(ip)}" if tls else None,
+            launcher=launcher,
         )
         if tls and not bare:
             write_site_cert(haproxy.cert, ip)
@@ -152,8 +171,11 @@ class Fleet:
                 **haproxy.env(),
                 **(env or {}),
             },
+            launcher=launcher,
         )
-        enrolled = agent.enrol(self.server.url, created["secret"], hostname, "--source-ip", ip)
+        enrolled = agent.enrol(
+            self.server.url, created["secret"], hostname, *self._enrol_options(ip)
+        )
         assert enrolled.returncode == 0, enrolled.stderr
         agent.start()
         member = FleetMember(hostname, ip, created["id"], created["secret"], haproxy, agent)

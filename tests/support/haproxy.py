@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -60,6 +60,8 @@ class HAProxy:
     portable: bool = False
     # host:port of an extra TLS frontend serving certs/site.pem (which the caller writes).
     tls_bind: str | None = None
+    # An argv prefix for starting it: `ip netns exec <ns>` runs it on a namespace's host.
+    launcher: list[str] = field(default_factory=list)
 
     @property
     def cert(self) -> Path:
@@ -119,7 +121,7 @@ class HAProxy:
     def start(self) -> None:
         self.write_config()
         subprocess.run(
-            [HAPROXY, "-D", "-f", str(self.config), "-p", str(self.pidfile)],
+            [*self.launcher, HAPROXY, "-D", "-f", str(self.config), "-p", str(self.pidfile)],
             check=True,
             capture_output=True,
             timeout=15,

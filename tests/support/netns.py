@@ -81,6 +81,9 @@ class Lan:
 
     def __enter__(self) -> Self:
         remove_stale(self.prefix)
+        if in_use(self.network):
+            # A second route into a /24 this machine already uses would hijack its traffic.
+            raise RuntimeError(f"{self.network}.0/24 is already on an interface here")
         _ip("link", "add", self.bridge, "type", "bridge")
         _ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
@@ -113,12 +116,21 @@ class Lan:
         _ip("link", "del", self.bridge, check=False)
 
 
+def in_use(network: str) -> bool:
+    """Whether an interface in the root namespace already has an address in the /24."""
+    listed = _ip("-4", "-o", "addr", "show", check=False).stdout
+    return f" {network}." in listed
+
+
 def remove_stale(prefix: str) -> None:
     """Namespaces and the bridge a killed run of the same prefix left behind."""
     listed = _ip("netns", "list", check=False).stdout.split("\n")
     for line in listed:
         name = line.split(" ", 1)[0]
         if name.startswith(f"{prefix}-"):
+            # Processes a killed run left inside would outlive the namespace's name.
+            for pid in _ip("netns", "pids", name, check=False).stdout.split():
+                subprocess.run(["kill", "-9", pid], capture_output=True, check=False)
             _ip("netns", "del", name, check=False)
     _ip("link", "del", f"{prefix}br", check=False)
 

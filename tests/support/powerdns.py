@@ -55,9 +55,9 @@ api-key={api_key}
 webserver=yes
 webserver-address={host}
 webserver-port={api_port}
-webserver-allow-from=127.0.0.0/8,{host}
+webserver-allow-from={allowed}
 dnsupdate=yes
-allow-dnsupdate-from=127.0.0.0/8,{host}
+allow-dnsupdate-from={allowed}
 socket-dir={root}
 daemon=no
 guardian=no
@@ -88,10 +88,14 @@ class PowerDNS:
         host: str = "127.0.0.1",
         tsig_name: str = "serverctl-test",
         tsig_algorithm: str = "hmac-sha256",
+        clients: tuple[str, ...] = (),
     ) -> None:
+        """`clients`: addresses besides loopback and `host` that may use the API and send
+        updates (a control plane on another host of a test LAN)."""
         self.root = root
         self.zone = zone.rstrip(".").lower()
         self.host = host
+        self.clients = clients
         self.dns_port = free_dns_port(host)
         self.api_port = free_port(host)
         self.api_key = secrets.token_urlsafe(24)
@@ -250,6 +254,7 @@ class PowerDNS:
             CONFIG.format(
                 database=self.database,
                 host=self.host,
+                allowed=",".join(("127.0.0.0/8", self.host, *self.clients)),
                 dns_port=self.dns_port,
                 api_port=self.api_port,
                 api_key=self.api_key,

@@ -6,6 +6,7 @@ import os
 import ssl
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,21 +61,29 @@ def start_server(
     scheme: str = "http",
     ca_file: Path | None = None,
     data_dir: Path | None = None,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    launcher: Sequence[str] = (),
 ) -> ServerProcess:
-    """Start `serverctl serve`; `data_dir` reuses an instance's data (a restart)."""
+    """Start `serverctl serve`; `data_dir` reuses an instance's data (a restart).
+
+    `launcher` prefixes the command (`ip netns exec <ns>`: a control plane in a network
+    namespace, listening on `host`, that namespace's address, and `port`; the namespace is
+    fresh, so any port is free there). It must exec the server, so the process is the server."""
     verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
     tmp_path.mkdir(parents=True, exist_ok=True)
     data_dir = data_dir or tmp_path / "cp-data"
-    port = free_port()
+    port = port or free_port(host)
     log_path = tmp_path / "serverctl.log"
     full_env = {**os.environ, "SERVERCTL_DATA_DIR": str(data_dir), **(env or {})}
     log_file = log_path.open("w")
     process = subprocess.Popen(
         [
+            *launcher,
             str(VENV_BIN / "serverctl"),
             "serve",
             "--host",
-            "127.0.0.1",
+            host,
             "--port",
             str(port),
             *extra_args,
@@ -85,7 +94,7 @@ def start_server(
         text=True,
     )
     log_file.close()
-    url = f"{scheme}://127.0.0.1:{port}"
+    url = f"{scheme}://{host}:{port}"
 
     def ready() -> bool:
         if process.poll() is not None:

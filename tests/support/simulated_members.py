@@ -1,9 +1,11 @@
 """Many enrolled members without hosts: for load, soak and benchmark runs.
 
-Members are made through the real REST API (spread over pools of `per_pool`, as a fleet of many
-edge tiers would be), all allowed to call from 127.0.0.1, and their heartbeats carry what a real
-agent sends with stats enrichment on: the `haproxy` block with `info`, a `show stat` summary and
-the topology (the shapes of docs/agent.md).
+Members are spread over pools of `per_pool`, as a fleet of many edge tiers would be, all allowed
+to call from 127.0.0.1. `enrol_simulated` makes them through a running server's REST API;
+`seed_simulated` writes the same rows into a data directory whose server has not started yet
+(it loads them at start): seconds for thousands instead of minutes. Their heartbeats carry
+what a real agent sends with stats enrichment on: the `haproxy` block with `info`, a
+`show stat` summary and the topology (the shapes of docs/agent.md).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
@@ -54,6 +57,48 @@ def enrol_simulated(
 
     with ThreadPoolExecutor(4) as workers:
         return list(workers.map(make, range(count)))
+
+
+def seed_simulated(
+    data_dir: Path, count: int, per_pool: int = 100, prefix: str = "sim"
+) -> list[SimulatedMember]:
+    """The members `enrol_simulated` makes, written in one transaction before the server starts
+    (give the same `data_dir` to `start_server`; it loads them at start): a second or two for
+    thousands instead of minutes. Rows as PoolService writes them (secret hashes, each pool's
+    first member active), without the audit records of an operator's additions."""
+    from serverctl.config import Settings
+    from serverctl.db.migrate import upgrade
+    from serverctl.db.models import Member, Pool
+    from serverctl.db.session import Database
+    from serverctl.domain import secrets
+
+    db = Database(Settings(data_dir=data_dir))
+    try:
+        upgrade(db.engine)
+        with db.session() as s:
+            pools = [
+                Pool(name=f"{prefix}-{number:03d}", template="haproxy", haproxy_monitored=True)
+                for number in range(-(-count // per_pool))
+            ]
+            s.add_all(pools)
+            s.flush()
+            made = []
+            for index in range(count):
+                secret = secrets.new_enrolment_secret()
+                row = Member(
+                    pool_id=pools[index // per_pool].id,
+                    hostname=f"{prefix}-{index:05d}",
+                    allowed_ips=[SOURCE_IP],
+                    secret_hash=secrets.hash_secret(secret),
+                )
+                made.append((row, secret))
+            s.add_all(row for row, _ in made)
+            s.flush()
+            for number, pool in enumerate(pools):
+                pool.active_member_id = made[number * per_pool][0].id
+            return [SimulatedMember(r.pool_id, r.id, r.hostname, secret) for r, secret in made]
+    finally:
+        db.dispose()
 
 
 def haproxy_block(*, active: bool = True, enriched: bool = True) -> dict[str, Any]:

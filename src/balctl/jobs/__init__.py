@@ -9,4 +9,5 @@ haproxy_jobs.py haproxy.validate / haproxy.reload / haproxy.server_state
 admin_socket.py haproxy.admin_socket.enable / .disable (edit, validate, reload, roll back)
 install.py      haproxy.install (also `balctl --provision-haproxy`)
 update.py       agent.update (also `balctl --update`)
+agent_logs.py   agent.logs (the agent's recent log lines, redacted by redact.py)
 """

@@ -8,7 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping
 
-from balctl.jobs import admin_socket, backup_jobs, haproxy_jobs, install, restore_job, update
+from balctl.jobs import (
+    admin_socket,
+    agent_logs,
+    backup_jobs,
+    haproxy_jobs,
+    install,
+    restore_job,
+    update,
+)
 from balctl.jobs.model import JobContext, Outcome
 from balctl.jobs.params import no_params
 
@@ -42,4 +50,5 @@ CATALOGUE: Mapping[str, JobType] = _entries(
     JobType("haproxy.backup", backup_jobs.check, backup_jobs.haproxy_backup, 600.0),
     JobType("backup.ufw", backup_jobs.check, backup_jobs.ufw_backup, 300.0),
     JobType("haproxy.restore", restore_job.check, restore_job.restore, 900.0),
+    JobType("agent.logs", agent_logs.check, agent_logs.run_job, 60.0),
 )

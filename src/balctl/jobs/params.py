@@ -74,3 +74,20 @@ def sha256(params: Mapping[str, Any], key: str) -> str:
 def no_params(params: Any) -> Dict[str, Any]:
     only(as_object(params), ())
     return {}
+
+
+def known(params: Mapping[str, Any], allowed: Collection[str]) -> Mapping[str, Any]:
+    """Refuse keys outside `allowed`; unlike `only`, every key is optional."""
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        expected = ", ".join(sorted(allowed)) or "none"
+        raise ParamError(f"unknown parameter(s) {', '.join(unknown)} (expected: {expected})")
+    return params
+
+
+def integer(params: Mapping[str, Any], key: str, low: int, high: int) -> int:
+    value = params.get(key)
+    # bool is an int subclass in Python; JSON true is not a number of lines.
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ParamError(f"{key} must be a whole number from {low} to {high}")
+    return value

@@ -10,9 +10,11 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from serverctl.api.deps import Operator, State
-from serverctl.api.schemas import Page, Strict
+from serverctl.api.errors import API_ERRORS, UPSTREAM_ERRORS
+from serverctl.api.json_route import StrictJSONRoute
+from serverctl.api.schemas import Id, Page, Strict
 
-router = APIRouter(tags=["alerts and email"])
+router = APIRouter(tags=["alerts and email"], responses=API_ERRORS, route_class=StrictJSONRoute)
 
 
 class SmtpIn(Strict):
@@ -119,7 +121,7 @@ def set_smtp(body: SmtpIn, state: State, who: Operator) -> dict[str, Any]:
     return state.smtp.set(who, **body.model_dump())
 
 
-@router.post("/api/settings/smtp/test", response_model=SendResult)
+@router.post("/api/settings/smtp/test", response_model=SendResult, responses=UPSTREAM_ERRORS)
 def test_smtp(body: TestEmailIn, state: State, who: Operator) -> dict[str, Any]:
     """Send a test email now; `detail` says what the SMTP server answered."""
     to = [body.to] if isinstance(body.to, str) else body.to
@@ -127,41 +129,41 @@ def test_smtp(body: TestEmailIn, state: State, who: Operator) -> dict[str, Any]:
 
 
 @router.get("/api/pools/{pool_id}/alerts", response_model=PoolAlertsOut)
-def get_pool_alerts(pool_id: int, state: State, who: Operator) -> dict[str, Any]:
+def get_pool_alerts(pool_id: Id, state: State, who: Operator) -> dict[str, Any]:
     return state.alerts.pool_alerts(who, pool_id)
 
 
 @router.put("/api/pools/{pool_id}/alerts", response_model=PoolAlertsOut)
-def set_pool_alerts(
-    pool_id: int, body: PoolAlertsIn, state: State, who: Operator
-) -> dict[str, Any]:
+def set_pool_alerts(pool_id: Id, body: PoolAlertsIn, state: State, who: Operator) -> dict[str, Any]:
     """Who gets the pool's alert emails, and which pool alerts are emailed."""
     return state.alerts.set_pool_alerts(
         who, pool_id, recipients=body.recipients, email_on=body.email_on
     )
 
 
-@router.post("/api/pools/{pool_id}/alerts/test", response_model=SendResult)
-def test_pool_alerts(pool_id: int, state: State, who: Operator) -> dict[str, Any]:
+@router.post(
+    "/api/pools/{pool_id}/alerts/test", response_model=SendResult, responses=UPSTREAM_ERRORS
+)
+def test_pool_alerts(pool_id: Id, state: State, who: Operator) -> dict[str, Any]:
     """Send a test email to the pool's recipients."""
     return state.smtp.send_pool_test(who, pool_id)
 
 
 @router.get("/api/pools/{pool_id}/alerts/history", response_model=Page[AlertOut])
-def pool_history(pool_id: int, state: State, who: Operator, limit: int = 50) -> dict[str, Any]:
+def pool_history(pool_id: Id, state: State, who: Operator, limit: int = 50) -> dict[str, Any]:
     """The pool's newest alerts, its members' included."""
     items = state.alerts.history(who, pool_id, limit=limit)
     return {"items": items, "total": len(items)}
 
 
 @router.get("/api/pools/{pool_id}/members/{member_id}/alerts", response_model=MemberAlertsOut)
-def get_member_alerts(pool_id: int, member_id: int, state: State, who: Operator) -> dict[str, Any]:
+def get_member_alerts(pool_id: Id, member_id: Id, state: State, who: Operator) -> dict[str, Any]:
     return state.alerts.member_alerts(who, pool_id, member_id)
 
 
 @router.put("/api/pools/{pool_id}/members/{member_id}/alerts", response_model=MemberAlertsOut)
 def set_member_alerts(
-    pool_id: int, member_id: int, body: MemberAlertsIn, state: State, who: Operator
+    pool_id: Id, member_id: Id, body: MemberAlertsIn, state: State, who: Operator
 ) -> dict[str, Any]:
     """Change some of the member's alerts; fields left out keep their value."""
     changes = {kind: values.model_dump(exclude_none=True) for kind, values in body.alerts.items()}
@@ -172,7 +174,7 @@ def set_member_alerts(
     "/api/pools/{pool_id}/members/{member_id}/alerts/history", response_model=Page[AlertOut]
 )
 def member_history(
-    pool_id: int, member_id: int, state: State, who: Operator, limit: int = 50
+    pool_id: Id, member_id: Id, state: State, who: Operator, limit: int = 50
 ) -> dict[str, Any]:
     items = state.alerts.history(who, pool_id, member_id, limit=limit)
     return {"items": items, "total": len(items)}

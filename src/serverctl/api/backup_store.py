@@ -10,9 +10,11 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from serverctl.api.deps import Operator, State
+from serverctl.api.errors import API_ERRORS, UPSTREAM_ERRORS
+from serverctl.api.json_route import StrictJSONRoute
 from serverctl.api.schemas import Strict
 
-router = APIRouter(tags=["backups"])
+router = APIRouter(tags=["backups"], responses=API_ERRORS, route_class=StrictJSONRoute)
 
 
 class BackupStoreIn(Strict):
@@ -70,14 +72,16 @@ def get_backup_store(state: State, who: Operator) -> dict[str, Any]:
     return state.backup_stores.view(who)
 
 
-@router.put("/api/settings/backup-store", response_model=BackupStoreOut)
+@router.put("/api/settings/backup-store", response_model=BackupStoreOut, responses=UPSTREAM_ERRORS)
 def put_backup_store(body: BackupStoreIn, state: State, who: Operator) -> dict[str, Any]:
     """Admin only. New snapshots go to this store; existing ones stay readable where they are
     while that store is reachable. Secrets are stored encrypted; leave them out to keep them."""
     return state.backup_stores.put(who, body.kind, body.settings, body.secrets)
 
 
-@router.post("/api/settings/backup-store/test", response_model=StoreTestOut)
+@router.post(
+    "/api/settings/backup-store/test", response_model=StoreTestOut, responses=UPSTREAM_ERRORS
+)
 def test_backup_store(state: State, who: Operator) -> dict[str, Any]:
     """Admin only. Writes, reads back and deletes a small object in the saved store; a failure
     answers 502 with the store's own reason."""

@@ -16,7 +16,9 @@ from pydantic import Field, StrictInt
 from starlette.requests import ClientDisconnect
 
 from serverctl.api.deps import Operator, State, source_ip
-from serverctl.api.schemas import Page, Strict
+from serverctl.api.errors import API_ERRORS, UPSTREAM_ERRORS
+from serverctl.api.json_route import StrictJSONRoute
+from serverctl.api.schemas import Id, Page, Strict
 from serverctl.backups.base import MAX_ARCHIVE_BYTES
 from serverctl.db.types import utcnow
 from serverctl.domain.agents import AgentRequest
@@ -25,7 +27,7 @@ from serverctl.domain.live import Rejection
 from serverctl.errors import AgentAuthError, ServerCTLError, StorageError
 from serverctl.state import AppState
 
-router = APIRouter(tags=["backups"])
+router = APIRouter(tags=["backups"], responses=API_ERRORS, route_class=StrictJSONRoute)
 log = logging.getLogger(__name__)
 
 MEMBER = "/api/pools/{pool_id}/members/{member_id}"
@@ -39,13 +41,13 @@ class BackupCreate(Strict):
 
 
 class RestoreIn(Strict):
-    target_member_id: int | None = Field(
+    target_member_id: Id | None = Field(
         default=None, description="a member of the snapshot's pool; default: its own member"
     )
 
 
 class ProvisionIn(Strict):
-    snapshot_id: int | None = Field(
+    snapshot_id: Id | None = Field(
         default=None, description="default: the active member's latest completed HAProxy backup"
     )
     install_haproxy: Literal["auto"] | bool = Field(
@@ -68,8 +70,8 @@ class JobQueued(Strict):
 
 @router.post(MEMBER + "/backups", status_code=202, response_model=JobQueued)
 def enqueue_backup(
-    pool_id: int,
-    member_id: int,
+    pool_id: Id,
+    member_id: Id,
     state: State,
     who: Operator,
     body: BackupCreate | None = None,
@@ -82,8 +84,8 @@ def enqueue_backup(
 
 @router.get(MEMBER + "/backups", response_model=Page[dict[str, Any]])
 def list_backups(
-    pool_id: int,
-    member_id: int,
+    pool_id: Id,
+    member_id: Id,
     state: State,
     who: Operator,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -93,25 +95,25 @@ def list_backups(
 
 
 @router.get("/api/pools/{pool_id}/backups", response_model=Page[dict[str, Any]])
-def list_pool_backups(pool_id: int, state: State, who: Operator) -> dict[str, Any]:
+def list_pool_backups(pool_id: Id, state: State, who: Operator) -> dict[str, Any]:
     items = state.backups.pool_snapshots(who, pool_id)
     return {"items": items, "total": len(items)}
 
 
 @router.get("/api/backups/{snapshot_id}")
-def get_backup(snapshot_id: int, state: State, who: Operator) -> dict[str, Any]:
+def get_backup(snapshot_id: Id, state: State, who: Operator) -> dict[str, Any]:
     return state.backups.get_snapshot(who, snapshot_id)
 
 
 @router.get("/api/backups/{snapshot_id}/diff")
 def diff_backup(
-    snapshot_id: int, state: State, who: Operator, target_member_id: int | None = None
+    snapshot_id: Id, state: State, who: Operator, target_member_id: Id | None = None
 ) -> dict[str, Any]:
     return state.backups.diff(who, snapshot_id, target_member_id)
 
 
-@router.get("/api/backups/{snapshot_id}/archive")
-def download_archive(snapshot_id: int, state: State, who: Operator) -> StreamingResponse:
+@router.get("/api/backups/{snapshot_id}/archive", responses=UPSTREAM_ERRORS)
+def download_archive(snapshot_id: Id, state: State, who: Operator) -> StreamingResponse:
     filename, chunks = state.backups.open_archive(who, snapshot_id)
     return StreamingResponse(
         chunks,
@@ -120,15 +122,15 @@ def download_archive(snapshot_id: int, state: State, who: Operator) -> Streaming
     )
 
 
-@router.delete("/api/backups/{snapshot_id}", status_code=204)
-def delete_backup(snapshot_id: int, state: State, who: Operator) -> Response:
+@router.delete("/api/backups/{snapshot_id}", status_code=204, responses=UPSTREAM_ERRORS)
+def delete_backup(snapshot_id: Id, state: State, who: Operator) -> Response:
     state.backups.delete_snapshot(who, snapshot_id)
     return Response(status_code=204)
 
 
 @router.post("/api/backups/{snapshot_id}/restore", status_code=202, response_model=JobQueued)
 def restore_backup(
-    snapshot_id: int, state: State, who: Operator, body: RestoreIn | None = None
+    snapshot_id: Id, state: State, who: Operator, body: RestoreIn | None = None
 ) -> dict[str, Any]:
     target = body.target_member_id if body else None
     return state.backups.restore(who, snapshot_id, target)
@@ -136,7 +138,7 @@ def restore_backup(
 
 @router.post(MEMBER + "/provision-from-backup", status_code=202, response_model=JobQueued)
 def provision_from_backup(
-    pool_id: int, member_id: int, state: State, who: Operator, body: ProvisionIn | None = None
+    pool_id: Id, member_id: Id, state: State, who: Operator, body: ProvisionIn | None = None
 ) -> dict[str, Any]:
     body = body or ProvisionIn()
     return state.backups.provision_standby(
@@ -145,13 +147,13 @@ def provision_from_backup(
 
 
 @router.get(MEMBER + "/backup-policy")
-def get_policy(pool_id: int, member_id: int, state: State, who: Operator) -> dict[str, Any]:
+def get_policy(pool_id: Id, member_id: Id, state: State, who: Operator) -> dict[str, Any]:
     return state.backups.get_policy(who, pool_id, member_id)
 
 
 @router.put(MEMBER + "/backup-policy")
 def set_policy(
-    pool_id: int, member_id: int, body: PolicyIn, state: State, who: Operator
+    pool_id: Id, member_id: Id, body: PolicyIn, state: State, who: Operator
 ) -> dict[str, Any]:
     return state.backups.set_policy(
         who, pool_id, member_id, body.cron, body.keep_last, body.keep_days

@@ -8,11 +8,13 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from serverctl.api.deps import Operator, State
-from serverctl.api.schemas import Page
+from serverctl.api.errors import API_ERRORS
+from serverctl.api.json_route import StrictJSONRoute
+from serverctl.api.schemas import Id, Page
 from serverctl.domain import catalogue
 from serverctl.domain.jobs import Enqueue
 
-router = APIRouter(prefix="/api", tags=["jobs"])
+router = APIRouter(prefix="/api", tags=["jobs"], responses=API_ERRORS, route_class=StrictJSONRoute)
 
 
 class JobCreate(BaseModel):
@@ -43,7 +45,7 @@ class ScheduleCreate(BaseModel):
 
     job_type: str = Field(examples=["haproxy.reload"])
     cron: str = Field(examples=["0 3 * * *"], description="5 fields, UTC.")
-    member_id: int | None = Field(default=None, description="Leave out for every member.")
+    member_id: Id | None = Field(default=None, description="Leave out for every member.")
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -74,7 +76,7 @@ def job_catalogue(who: Operator) -> dict[str, Any]:
 
 @router.post("/pools/{pool_id}/members/{member_id}/jobs", status_code=202, response_model=JobQueued)
 def enqueue_job(
-    pool_id: int, member_id: int, body: JobCreate, state: State, who: Operator, request: Request
+    pool_id: Id, member_id: Id, body: JobCreate, state: State, who: Operator, request: Request
 ) -> dict[str, Any]:
     job = state.jobs.enqueue(
         who,
@@ -93,8 +95,8 @@ def enqueue_job(
 
 @router.get("/pools/{pool_id}/members/{member_id}/jobs", response_model=Page[dict[str, Any]])
 def list_member_jobs(
-    pool_id: int,
-    member_id: int,
+    pool_id: Id,
+    member_id: Id,
     state: State,
     who: Operator,
     job_state: Annotated[str | None, Query(alias="state")] = None,
@@ -108,7 +110,7 @@ def list_member_jobs(
 
 @router.get("/pools/{pool_id}/jobs", response_model=Page[dict[str, Any]])
 def list_pool_jobs(
-    pool_id: int,
+    pool_id: Id,
     state: State,
     who: Operator,
     job_state: Annotated[str | None, Query(alias="state")] = None,
@@ -121,17 +123,17 @@ def list_pool_jobs(
 
 
 @router.get("/jobs/{job_id}")
-def get_job(job_id: int, state: State, who: Operator) -> dict[str, Any]:
+def get_job(job_id: Id, state: State, who: Operator) -> dict[str, Any]:
     return state.jobs.get(who, job_id)
 
 
 @router.post("/jobs/{job_id}/cancel")
-def cancel_job(job_id: int, state: State, who: Operator) -> dict[str, Any]:
+def cancel_job(job_id: Id, state: State, who: Operator) -> dict[str, Any]:
     return state.jobs.cancel(who, job_id)
 
 
 @router.get("/pools/{pool_id}/members/{member_id}/recipes", response_model=Page[dict[str, Any]])
-def list_recipes(pool_id: int, member_id: int, state: State, who: Operator) -> dict[str, Any]:
+def list_recipes(pool_id: Id, member_id: Id, state: State, who: Operator) -> dict[str, Any]:
     items = state.jobs.recipe_states(who, pool_id, member_id)
     return {"items": items, "total": len(items)}
 
@@ -142,8 +144,8 @@ def list_recipes(pool_id: int, member_id: int, state: State, who: Operator) -> d
     response_model=JobQueued,
 )
 def apply_recipe(
-    pool_id: int,
-    member_id: int,
+    pool_id: Id,
+    member_id: Id,
     recipe_id: str,
     state: State,
     who: Operator,
@@ -160,8 +162,8 @@ def apply_recipe(
     response_model=JobQueued,
 )
 def disable_recipe(
-    pool_id: int,
-    member_id: int,
+    pool_id: Id,
+    member_id: Id,
     recipe_id: str,
     state: State,
     who: Operator,
@@ -174,7 +176,7 @@ def disable_recipe(
 
 @router.get("/pools/{pool_id}/schedules", response_model=Page[dict[str, Any]])
 def list_schedules(
-    pool_id: int, state: State, who: Operator, member_id: int | None = None
+    pool_id: Id, state: State, who: Operator, member_id: Id | None = None
 ) -> dict[str, Any]:
     items = state.schedules.list(who, pool_id, member_id)
     return {"items": items, "total": len(items)}
@@ -182,7 +184,7 @@ def list_schedules(
 
 @router.post("/pools/{pool_id}/schedules", status_code=201)
 def create_schedule(
-    pool_id: int, body: ScheduleCreate, state: State, who: Operator
+    pool_id: Id, body: ScheduleCreate, state: State, who: Operator
 ) -> dict[str, Any]:
     return state.schedules.create(
         who, pool_id, body.job_type, body.cron, body.member_id, body.params
@@ -191,12 +193,12 @@ def create_schedule(
 
 @router.patch("/pools/{pool_id}/schedules/{schedule_id}")
 def update_schedule(
-    pool_id: int, schedule_id: int, body: ScheduleUpdate, state: State, who: Operator
+    pool_id: Id, schedule_id: Id, body: ScheduleUpdate, state: State, who: Operator
 ) -> dict[str, Any]:
     return state.schedules.set_enabled(who, pool_id, schedule_id, body.enabled)
 
 
 @router.delete("/pools/{pool_id}/schedules/{schedule_id}", status_code=204)
-def delete_schedule(pool_id: int, schedule_id: int, state: State, who: Operator) -> Response:
+def delete_schedule(pool_id: Id, schedule_id: Id, state: State, who: Operator) -> Response:
     state.schedules.delete(who, pool_id, schedule_id)
     return Response(status_code=204)

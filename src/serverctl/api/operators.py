@@ -7,8 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from serverctl.api.deps import Operator, State
+from serverctl.api.errors import API_ERRORS
+from serverctl.api.json_route import StrictJSONRoute
 from serverctl.api.schemas import (
     AuditOut,
+    Id,
     Page,
     TokenCreate,
     TokenCreated,
@@ -18,7 +21,9 @@ from serverctl.api.schemas import (
     UserOut,
 )
 
-router = APIRouter(prefix="/api", tags=["operators"])
+router = APIRouter(
+    prefix="/api", tags=["operators"], responses=API_ERRORS, route_class=StrictJSONRoute
+)
 
 
 @router.get("/users", response_model=Page[UserOut])
@@ -34,7 +39,7 @@ def create_user(body: UserCreate, state: State, who: Operator) -> dict[str, Any]
 
 
 @router.delete("/users/{user_id}", status_code=204)
-def delete_user(user_id: int, state: State, who: Operator) -> Response:
+def delete_user(user_id: Id, state: State, who: Operator) -> Response:
     state.operators.delete_user(who, user_id)
     return Response(status_code=204)
 
@@ -52,7 +57,7 @@ def create_token(body: TokenCreate, state: State, who: Operator) -> dict[str, An
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-def revoke_token(token_id: int, state: State, who: Operator) -> Response:
+def revoke_token(token_id: Id, state: State, who: Operator) -> Response:
     state.operators.revoke_token(who, token_id)
     return Response(status_code=204)
 

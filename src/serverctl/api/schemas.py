@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
+from annotated_types import Interval
 from pydantic import BaseModel, ConfigDict, Field
 
+from serverctl.db.types import MAX_DB_INT
+
 T = TypeVar("T")
+
+# An id in a path, a query or a body: a huge one is refused as input (422), see MAX_DB_INT.
+Id = Annotated[int, Interval(ge=1, le=MAX_DB_INT)]
 
 
 class Page(BaseModel, Generic[T]):
@@ -66,7 +72,7 @@ class DnsTestOut(BaseModel):
 
 
 class PoolDnsIn(Strict):
-    provider_id: int
+    provider_id: Id
     zone: str = Field(examples=["example.com"])
     label: str = Field(examples=["lb"], description="'@' for the zone apex")
     ttl: int = Field(default=60, description="1-86400 seconds")

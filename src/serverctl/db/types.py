@@ -10,6 +10,11 @@ from sqlalchemy import DateTime, Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
+# The largest integer an id column holds on every backend (PostgreSQL's `integer`). An id from
+# outside (a path, a query, a body) is bounded by it where it is read, so a larger one is bad
+# input (4xx) rather than an overflow in the database driver (a 500).
+MAX_DB_INT = 2**31 - 1
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Timestamps are stored as naive UTC and always handed back timezone-aware (UTC).

@@ -68,7 +68,7 @@ class AgentGate:
             now=utcnow(),
             ip=payload.ip,
             version=payload.version,
-            haproxy=payload.haproxy.model_dump(exclude_none=True),
+            haproxy=payload.haproxy.as_dict(),
         )
         return Accepted(member, payload, change, followed_from, followed)
 

@@ -61,6 +61,17 @@ class RestoreParams(BaseModel):
     snapshot_id: int = Field(ge=1, strict=True)
 
 
+class AgentLogsParams(BaseModel):
+    """How much of the agent's log to send back (the support bundle's `agent.logs`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lines: int = Field(default=500, ge=1, le=5000, strict=True, description="newest lines")
+    since_minutes: int | None = Field(
+        default=None, ge=1, le=10080, strict=True, description="only lines this recent"
+    )
+
+
 @dataclass(frozen=True)
 class JobKind:
     name: str
@@ -103,6 +114,8 @@ CATALOGUE: dict[str, JobKind] = {
         JobKind("haproxy.backup", "Back up HAProxy files", NoParams, 600, needs_haproxy=True),
         JobKind("backup.ufw", "Back up UFW rules", NoParams, 300, needs_haproxy=False),
         JobKind("haproxy.restore", "Restore a backup", RestoreParams, 900, needs_haproxy=False),
+        # Read by the support bundle (domain/support_bundle.py); redacted on the host.
+        JobKind("agent.logs", "Send the agent's log", AgentLogsParams, 60, needs_haproxy=False),
     )
 }
 

@@ -42,6 +42,8 @@ PROPAGATION_WINDOW_S = 300.0
 
 # alert(pool_id, kind, subject, message)
 AlertHook = Callable[[int, str, str, str], None]
+# on_attempt(provider kind, ok, seconds): each call setting a record, for /metrics.
+AttemptHook = Callable[[str, bool, float], None]
 
 
 @dataclass(frozen=True)
@@ -82,10 +84,17 @@ def backoff_s(attempts: int) -> float:
 class DnsPublisher:
     """Applies pending updates (`apply_due`, run by the worker thread) and tells waiters."""
 
-    def __init__(self, db: Database, accounts: DnsAccounts, alert: AlertHook | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        accounts: DnsAccounts,
+        alert: AlertHook | None = None,
+        on_attempt: AttemptHook | None = None,
+    ) -> None:
         self.db = db
         self.accounts = accounts
         self.alert = alert
+        self.on_attempt = on_attempt
         self._providers: dict[int, DNSProvider] = {}
         self._changed = threading.Condition()
         self._kick = threading.Event()
@@ -146,6 +155,9 @@ class DnsPublisher:
                 next_due = min(next_due, (due_at - now).total_seconds())
                 continue
             self._apply(row_id)
+            # A failed attempt has just set its retry time (1 s backoff, a Retry-After), often
+            # sooner than the default wait: look again at once rather than in 5 s.
+            next_due = 0.0
         return max(0.05, next_due)
 
     def _pools_with_pending(self) -> list[int]:
@@ -185,14 +197,19 @@ class DnsPublisher:
                 self._notify()
                 return
             target, address = target_of(link), row.address
-        started = time.monotonic()
+        started, kind = time.monotonic(), "unknown"
         try:
             provider = self._provider(target.provider_id)
+            kind = provider.kind
             provider.set_a(target.zone, target.fqdn, address, target.ttl, target.proxied)
         except ServerCTLError as exc:
+            self._attempted(kind, False, started)
             self._failed(update_id, exc)
             return
-        took = time.monotonic() - started
+        except Exception:
+            self._attempted(kind, False, started)
+            raise
+        took = self._attempted(kind, True, started)
         log.info("pool DNS %s A %s applied in %.3f s", target.fqdn, address, took)
         with self.db.session() as s:
             row = s.get(DnsUpdate, update_id)
@@ -201,6 +218,12 @@ class DnsPublisher:
                 row.last_error = None
         self._notify()
         self._verify_later(update_id, target, address)
+
+    def _attempted(self, kind: str, ok: bool, started: float) -> float:
+        took = time.monotonic() - started
+        if self.on_attempt is not None:
+            self.on_attempt(kind, ok, took)
+        return took
 
     def _failed(self, update_id: int, exc: ServerCTLError) -> None:
         if isinstance(exc, ProviderError) and not isinstance(exc, RateLimited):

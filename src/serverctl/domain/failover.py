@@ -11,6 +11,12 @@ standby when the active member is unhealthy, under three rules that stop flappin
 - a cool-down (`failover_cooldown_s`) counted from the last automatic promotion only;
 - no promotion without a ready standby: an alert instead, once per incident.
 
+Silence is counted only while this control plane has been listening: after a start (a restart,
+a crash) the active member's heartbeat age counts from the start at the earliest. The stored
+last-seen times lag (they are written in batches) and nobody heard anything while the control
+plane was down, so an outage of its own must not read as the active member's silence. A
+standby's readiness still needs a heartbeat really received within the delay.
+
 A member that returns after losing the active role stays a standby: nothing promotes it back.
 """
 
@@ -67,6 +73,8 @@ class FailoverService:
         self.publisher = publisher
         self.alert = alert
         self._incidents: dict[int, Incident] = {}
+        # Since when heartbeats could arrive: the active member's silence counts from here.
+        self.listening_since = utcnow()
         # Alerts decided during an evaluation round, sent once its transaction has committed.
         self._outbox: list[tuple[int, str, str, str]] = []
         # Promotions (the evaluator thread, operator requests) change one pool at a time.
@@ -138,6 +146,10 @@ class FailoverService:
 
     # -- automatic ------------------------------------------------------------------------------
 
+    def start_listening(self) -> None:
+        """Heartbeats can arrive from now on (the evaluator's start, once the app serves)."""
+        self.listening_since = utcnow()
+
     def evaluate(self, now: datetime | None = None) -> list[int]:
         """One round of the evaluator over pools with automatic failover; new event ids."""
         now = now or utcnow()
@@ -169,7 +181,7 @@ class FailoverService:
         if active is None:
             self._incidents.pop(pool.id, None)
             return None
-        state = self._health(pool, active, now)
+        state = self._health(pool, active, now, heard_since_start=True)
         if state.state != "unhealthy":
             self._incidents.pop(pool.id, None)
             return None
@@ -314,10 +326,17 @@ class FailoverService:
         )
         return event
 
-    def _health(self, pool: Pool, member: Member, now: datetime) -> health.Health:
+    def _health(
+        self, pool: Pool, member: Member, now: datetime, *, heard_since_start: bool = False
+    ) -> health.Health:
+        """`heard_since_start`: silence counts from this control plane's start at the earliest
+        (for the active member: see the module's docstring)."""
         live = self.live.members.get(member.id)
+        last_seen = live.last_seen if live else member.last_seen_at
+        if heard_since_start and last_seen is not None:
+            last_seen = max(last_seen, self.listening_since)
         return health.evaluate(
-            last_seen=live.last_seen if live else member.last_seen_at,
+            last_seen=last_seen,
             now=now,
             delay_s=pool.failover_delay_s,
             haproxy_monitored=pool.haproxy_monitored,

@@ -13,9 +13,17 @@ from datetime import datetime
 from ipaddress import ip_address
 from typing import Any
 
+import msgspec
+
 from serverctl.domain.validation import IPNetwork, parse_networks
 
 RETAINED_KEYS = ("topology", "admin_socket", "backup_files")
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def _decoded(raw: bytes | None) -> dict[str, Any] | None:
+    return _decoder.decode(raw) if raw is not None else None
 
 
 @dataclass
@@ -42,20 +50,45 @@ class MemberLive:
     last_rejection: Rejection | None = None
     # Set when this member may have queued work: only then does a heartbeat ask the database.
     jobs_hint: bool = False
-    # `show stat` / `show info` summaries: live only, never written to the database.
-    stats: dict[str, Any] | None = None
-    info: dict[str, Any] | None = None
+    # `show stat` / `show info` summaries: live only, never written to the database. Kept as
+    # JSON (bytes), read back by `stats` and `info`: as objects, each heartbeat left a few dozen
+    # containers alive for a second, the garbage collector's worst case (every young collection
+    # promoted them, and full collections of hundreds of thousands of objects stalled the event
+    # loop for a tenth of a second at a time). Bytes are not tracked by the collector at all.
+    stats_json: bytes | None = None
+    info_json: bytes | None = None
     stats_at: datetime | None = None
     # What the flusher still has to write.
     changed: bool = False
     seen: bool = False
+    # The last address `allows` let in, with the very `allowed` tuple it was checked against:
+    # an agent calls from one address, so most checks are one comparison. Any new `allowed`
+    # (re-registration, DDNS follow) is a new tuple, which makes the memo miss.
+    _let_in: tuple[tuple[IPNetwork, ...], str] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    @property
+    def stats(self) -> dict[str, Any] | None:
+        return _decoded(self.stats_json)
+
+    @property
+    def info(self) -> dict[str, Any] | None:
+        return _decoded(self.info_json)
 
     def allows(self, address: str) -> bool:
+        memo = self._let_in
+        if memo is not None and memo[0] is self.allowed and memo[1] == address:
+            return True
         try:
             ip = ip_address(address)
         except ValueError:
             return False
-        return any(ip in network for network in self.allowed)
+        allowed = self.allowed
+        if any(ip in network for network in allowed):
+            self._let_in = (allowed, address)
+            return True
+        return False
 
 
 @dataclass(frozen=True)
@@ -177,9 +210,9 @@ class LiveState:
         stats = haproxy.pop("stats", None)
         info = haproxy.pop("info", None)
         if isinstance(stats, dict):
-            member.stats, member.stats_at = stats, now
+            member.stats_json, member.stats_at = _encoder.encode(stats), now
         if isinstance(info, dict):
-            member.info = info
+            member.info_json = _encoder.encode(info)
         previous = member.haproxy or {}
         for key in RETAINED_KEYS:
             if key not in haproxy and key in previous:

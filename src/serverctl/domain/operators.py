@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
 
 from serverctl.db.models import ApiToken, User, WebSession
 from serverctl.db.session import Database
 from serverctl.db.types import utcnow
 from serverctl.domain import audit, secrets, validation
+from serverctl.domain.login_throttle import LoginThrottle
 from serverctl.domain.principal import SYSTEM, Principal
-from serverctl.errors import AuthError, Conflict, NotFound, ValidationError
+from serverctl.errors import AuthError, Conflict, NotFound, TooManyLogins, ValidationError
 
 MIN_PASSWORD_LENGTH = 10
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,9 +51,15 @@ def _token_view(token: ApiToken) -> dict[str, Any]:
 
 
 class OperatorService:
-    def __init__(self, db: Database, session_max_age_s: int = 12 * 3600) -> None:
+    def __init__(
+        self,
+        db: Database,
+        session_max_age_s: int = 12 * 3600,
+        throttle: LoginThrottle | None = None,
+    ) -> None:
         self.db = db
         self.session_max_age = timedelta(seconds=session_max_age_s)
+        self.throttle = throttle or LoginThrottle()
 
     # -- users ----------------------------------------------------------------------------------
 
@@ -179,26 +189,48 @@ class OperatorService:
     # -- web sessions ---------------------------------------------------------------------------
 
     def login(self, name: str, password: str, source_ip: str | None) -> WebLogin:
+        """Check a password login: throttled per source (429) before the password is looked at;
+        a failure is counted and audited (never with the password), a success opens a session."""
+        wait = self.throttle.retry_after(source_ip, name)
+        if wait is not None:
+            raise TooManyLogins(
+                f"too many failed logins from your address: try again in {_spell(wait)}", wait
+            )
         with self.db.session() as s:
             user = s.scalar(select(User).where(User.name == name))
             valid = secrets.verify_password(
                 user.password_hash if user else secrets.DUMMY_PASSWORD_HASH, password
             )
             if user is None or not valid or user.disabled:
-                raise AuthError("wrong user name or password")
-            session_id = secrets.random_string(43)
-            csrf = secrets.random_string(43)
-            s.add(
-                WebSession(
-                    session_hash=secrets.hash_secret(session_id),
-                    csrf_token=csrf,
-                    user_id=user.id,
-                    expires_at=utcnow() + self.session_max_age,
-                )
+                _audit_failed_login(s, user, valid, source_ip)
+                login = None
+            else:
+                login = self._open_session(s, user, source_ip)
+        # Raised outside the transaction: the audit entry of a failure is committed.
+        if login is None:
+            self.throttle.failed(source_ip, name)
+            paused = self.throttle.retry_after(source_ip, name)
+            if paused is not None:
+                # Once per pause; the typed name is left out (it may be a mistyped password).
+                log.warning("password logins from %s paused for %d s", source_ip, paused)
+            raise AuthError("wrong user name or password")
+        self.throttle.succeeded(source_ip, name)
+        return login
+
+    def _open_session(self, s: Session, user: User, source_ip: str | None) -> WebLogin:
+        session_id = secrets.random_string(43)
+        csrf = secrets.random_string(43)
+        s.add(
+            WebSession(
+                session_hash=secrets.hash_secret(session_id),
+                csrf_token=csrf,
+                user_id=user.id,
+                expires_at=utcnow() + self.session_max_age,
             )
-            principal = Principal("user", user.name, user.role, source_ip, user.id)
-            audit.record(s, principal, "session.login", f"user:{user.id}")
-            return WebLogin(session_id, csrf, principal)
+        )
+        principal = Principal("user", user.name, user.role, source_ip, user.id)
+        audit.record(s, principal, "session.login", f"user:{user.id}")
+        return WebLogin(session_id, csrf, principal)
 
     def session(self, session_id: str, source_ip: str | None) -> tuple[Principal, str] | None:
         """The principal and CSRF token of a live session, or None."""
@@ -220,3 +252,27 @@ class OperatorService:
             )
             audit.record(s, principal, "session.logout", f"user:{principal.user_id}")
             s.execute(delete(WebSession).where(WebSession.expires_at < utcnow()))
+
+
+# A failed login has no operator behind it yet: the audit names the form and the address.
+_LOGIN_FORM = Principal(kind="anonymous", name="login-form", role="viewer")
+
+
+def _audit_failed_login(s: Session, user: User | None, valid: bool, source_ip: str | None) -> None:
+    """Audit a failed login. The typed name is kept only when it is an account's name: people
+    type their password into the name field, and that must not land in the audit log."""
+    if user is None:
+        target, detail = "user:unknown", {"reason": "no such account"}
+    else:
+        reason = "account disabled" if valid else "wrong password"
+        target, detail = f"user:{user.id}", {"name": user.name, "reason": reason}
+    audit.record(
+        s, replace(_LOGIN_FORM, source_ip=source_ip), "session.login_failed", target, detail
+    )
+
+
+def _spell(seconds: int) -> str:
+    minutes, rest = divmod(seconds, 60)
+    if minutes == 0:
+        return f"{rest} s"
+    return f"{minutes} min {rest} s" if rest else f"{minutes} min"

@@ -98,7 +98,7 @@ class PoolService:
         principal.require("operator")
         with self.db.session() as s:
             pool = lookup.pool(s, pool_id)
-            before = self._failover_view(pool)
+            before = self._failover_settings(pool)
             if automatic is not None:
                 pool.failover_automatic = automatic
             if delay_s is not None:
@@ -107,7 +107,7 @@ class PoolService:
                 pool.haproxy_monitored = haproxy_monitored
             if cooldown_s is not None:
                 pool.failover_cooldown_s = validation.failover_cooldown(cooldown_s)
-            after = self._failover_view(pool)
+            after = self._failover_settings(pool)
             if after != before:
                 audit.record(
                     s,
@@ -129,7 +129,9 @@ class PoolService:
         secret = secrets.new_enrolment_secret()
         with self.db.session() as s:
             pool = lookup.pool(s, pool_id)
-            if any(m.hostname == hostname for m in pool.members):
+            taken = select(Member.id).where(Member.pool_id == pool.id, Member.hostname == hostname)
+            # An EXISTS query, not pool.members: loading every member made each add O(pool size).
+            if s.scalar(select(taken.exists())):
                 raise Conflict(f"pool {pool.name!r} already has a member named {hostname!r}")
             member = Member(
                 pool=pool,
@@ -156,7 +158,10 @@ class PoolService:
         principal.require("viewer")
         with self.db.session() as s:
             pool = lookup.pool(s, pool_id)
-            return [self._member_view(s, pool, m) for m in pool.members]
+            members = list(pool.members)
+            stored = _last_rejections(s, [m.id for m in members])
+            now = utcnow()
+            return [self._member_view(s, pool, m, now=now, stored=stored) for m in members]
 
     def get_member(self, principal: Principal, pool_id: int, member_id: int) -> dict[str, Any]:
         principal.require("viewer")
@@ -333,17 +338,25 @@ class PoolService:
     @staticmethod
     def _failover_view(pool: Pool) -> dict[str, Any]:
         return {
+            **PoolService._failover_settings(pool),
+            "last_auto_failover_at": pool.last_auto_failover_at,
+        }
+
+    @staticmethod
+    def _failover_settings(pool: Pool) -> dict[str, Any]:
+        """What an operator sets, as the audit log records it: JSON values only (the last
+        promotion's time, a datetime, is not a setting and would not serialise)."""
+        return {
             "automatic": pool.failover_automatic,
             "delay_s": pool.failover_delay_s,
             "haproxy_monitored": pool.haproxy_monitored,
             "cooldown_s": pool.failover_cooldown_s,
-            "last_auto_failover_at": pool.last_auto_failover_at,
         }
 
     def _pool_view(self, s: Session, pool: Pool) -> dict[str, Any]:
         now = utcnow()
-        members = [self._member_view(s, pool, m, now=now) for m in pool.members]
-        states = [m["health"]["state"] for m in members]
+        # Health only: the full member view costs a query per member (its last refusal).
+        states = [self._health(pool, m, now).state for m in pool.members]
         return {
             "id": pool.id,
             "name": pool.name,
@@ -351,13 +364,29 @@ class PoolService:
             "created_at": pool.created_at,
             "active_member_id": pool.active_member_id,
             "failover": self._failover_view(pool),
-            "member_count": len(members),
+            "member_count": len(states),
             "healthy_count": states.count("healthy"),
         }
 
+    def _health(self, pool: Pool, member: Member, now: datetime) -> health.Health:
+        live = self.live.members.get(member.id)
+        return health.evaluate(
+            last_seen=live.last_seen if live else member.last_seen_at,
+            now=now,
+            delay_s=pool.failover_delay_s,
+            haproxy_monitored=pool.haproxy_monitored,
+            haproxy=live.haproxy if live else member.haproxy,
+        )
+
     def _member_view(
-        self, s: Session, pool: Pool, member: Member, now: datetime | None = None
+        self,
+        s: Session,
+        pool: Pool,
+        member: Member,
+        now: datetime | None = None,
+        stored: dict[int, AgentRejection] | None = None,
     ) -> dict[str, Any]:
+        """`stored`: the members' last stored refusals, read beforehand for a whole list."""
         now = now or utcnow()
         live = self.live.members.get(member.id)
         last_seen = live.last_seen if live else member.last_seen_at
@@ -365,21 +394,14 @@ class PoolService:
         version = live.version if live else member.agent_version
         haproxy = live.haproxy if live else member.haproxy
         enrolled_at = live.enrolled_at if live else member.enrolled_at
-        state = health.evaluate(
-            last_seen=last_seen,
-            now=now,
-            delay_s=pool.failover_delay_s,
-            haproxy_monitored=pool.haproxy_monitored,
-            haproxy=haproxy,
-        )
+        state = self._health(pool, member, now)
         rejection = live.last_rejection if live else None
         if rejection is None:
-            row = s.scalars(
-                select(AgentRejection)
-                .where(AgentRejection.member_id == member.id)
-                .order_by(AgentRejection.id.desc())
-                .limit(1)
-            ).first()
+            row = (
+                stored.get(member.id)
+                if stored is not None
+                else _last_rejections(s, [member.id]).get(member.id)
+            )
             rejection_view = (
                 {
                     "at": row.at,
@@ -419,3 +441,16 @@ class PoolService:
             },
             "last_rejection": rejection_view,
         }
+
+
+def _last_rejections(s: Session, member_ids: list[int]) -> dict[int, AgentRejection]:
+    """Each member's latest stored refusal, in one query for the whole list."""
+    if not member_ids:
+        return {}
+    latest = (
+        select(func.max(AgentRejection.id))
+        .where(AgentRejection.member_id.in_(member_ids))
+        .group_by(AgentRejection.member_id)
+    )
+    rows = s.scalars(select(AgentRejection).where(AgentRejection.id.in_(latest)))
+    return {row.member_id: row for row in rows}

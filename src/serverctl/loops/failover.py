@@ -25,6 +25,7 @@ class Evaluator:
         self._wake.set()
 
     async def run(self) -> None:
+        self.failover.start_listening()
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.tick_s)

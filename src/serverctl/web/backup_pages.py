@@ -16,6 +16,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from serverctl.api.deps import State
+from serverctl.api.schemas import Id
 from serverctl.errors import NotFound, ServerCTLError, ValidationError
 from serverctl.state import AppState
 from serverctl.web.auth import CurrentUser, FormUser, WebUser
@@ -80,8 +81,8 @@ def _tab(
 @router.get(BACKUPS)
 def backups_tab(
     request: Request,
-    pool_id: int,
-    member_id: int,
+    pool_id: Id,
+    member_id: Id,
     state: State,
     user: CurrentUser,
     job: int | None = None,
@@ -102,7 +103,7 @@ def backups_tab(
 
 @router.get(BACKUPS + "/live")
 def backups_live(
-    request: Request, pool_id: int, member_id: int, state: State, user: CurrentUser
+    request: Request, pool_id: Id, member_id: Id, state: State, user: CurrentUser
 ) -> HTMLResponse:
     """The snapshot list, polled while the tab is open (a running backup turns completed)."""
     context = member_context(state, user, pool_id, member_id, "backups")
@@ -113,8 +114,8 @@ def backups_live(
 @router.post(BACKUPS)
 def back_up_now(
     request: Request,
-    pool_id: int,
-    member_id: int,
+    pool_id: Id,
+    member_id: Id,
     state: State,
     user: FormUser,
     kind: Annotated[str, Form()] = "haproxy",
@@ -141,8 +142,8 @@ def _optional_int(value: str, what: str) -> int | None:
 @router.post(BACKUPS + "/policy")
 def save_policy(
     request: Request,
-    pool_id: int,
-    member_id: int,
+    pool_id: Id,
+    member_id: Id,
     state: State,
     user: FormUser,
     cron: Annotated[str, Form()] = "",
@@ -195,9 +196,9 @@ def review_context(
 @router.get(BACKUPS + "/{snapshot_id:int}")
 def review_page(
     request: Request,
-    pool_id: int,
-    member_id: int,
-    snapshot_id: int,
+    pool_id: Id,
+    member_id: Id,
+    snapshot_id: Id,
     state: State,
     user: CurrentUser,
     job: int | None = None,
@@ -210,9 +211,9 @@ def review_page(
 @router.post(BACKUPS + "/{snapshot_id:int}/restore")
 def restore(
     request: Request,
-    pool_id: int,
-    member_id: int,
-    snapshot_id: int,
+    pool_id: Id,
+    member_id: Id,
+    snapshot_id: Id,
     state: State,
     user: FormUser,
 ) -> Response:
@@ -231,9 +232,9 @@ def restore(
 @router.post(BACKUPS + "/{snapshot_id:int}/delete")
 def delete_snapshot(
     request: Request,
-    pool_id: int,
-    member_id: int,
-    snapshot_id: int,
+    pool_id: Id,
+    member_id: Id,
+    snapshot_id: Id,
     state: State,
     user: FormUser,
 ) -> Response:
@@ -247,7 +248,7 @@ def delete_snapshot(
 
 @router.get(BACKUPS + "/{snapshot_id:int}/archive")
 def download_archive(
-    pool_id: int, member_id: int, snapshot_id: int, state: State, user: CurrentUser
+    pool_id: Id, member_id: Id, snapshot_id: Id, state: State, user: CurrentUser
 ) -> Response:
     """The snapshot's tar.gz (operators: it holds private keys)."""
     review_context(state, user, pool_id, member_id, snapshot_id)
@@ -264,7 +265,7 @@ def download_archive(
 
 @router.get("/pools/{pool_id}/backup-jobs/{job_id}")
 def job_live(
-    request: Request, pool_id: int, job_id: int, state: State, user: CurrentUser
+    request: Request, pool_id: Id, job_id: Id, state: State, user: CurrentUser
 ) -> HTMLResponse:
     """A backup, restore or provisioning job's state and summary; polls itself until done."""
     job = followed_job(state, user, pool_id, job_id)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from serverctl.api.deps import State
+from serverctl.api.schemas import Id
 from serverctl.dns import names
 from serverctl.errors import ServerCTLError, ValidationError
 from serverctl.state import AppState
@@ -87,7 +88,7 @@ def _page(
 @router.get(DNS)
 def dns_page(
     request: Request,
-    pool_id: int,
+    pool_id: Id,
     state: State,
     user: CurrentUser,
     saved: int = 0,
@@ -102,10 +103,10 @@ def dns_page(
 @router.get(DNS + "/zones")
 def zone_field(
     request: Request,
-    pool_id: int,
+    pool_id: Id,
     state: State,
     user: CurrentUser,
-    provider_id: int | None = None,
+    provider_id: Id | None = None,
     zone: str = "",
     label: str = "",
     proxied: str | None = None,
@@ -145,21 +146,21 @@ def zone_field(
 
 @router.get(DNS + "/preview")
 def fqdn_preview(
-    request: Request, pool_id: int, user: CurrentUser, label: str = "", zone: str = ""
+    request: Request, pool_id: Id, user: CurrentUser, label: str = "", zone: str = ""
 ) -> HTMLResponse:
     fqdn, error = preview(label, zone)
     return render(request, "_dns_preview.html", user, fqdn=fqdn, fqdn_error=error)
 
 
 @router.get(DNS + "/current")
-def current_record(request: Request, pool_id: int, state: State, user: CurrentUser) -> HTMLResponse:
+def current_record(request: Request, pool_id: Id, state: State, user: CurrentUser) -> HTMLResponse:
     """The A record as the provider has it now, and whether it matches the active member."""
     dns = state.pool_dns.view(user.principal, pool_id, read_provider=True)
     return render(request, "_dns_current.html", user, pool={"id": pool_id}, dns=dns)
 
 
 @router.get(DNS + "/status")
-def update_status(request: Request, pool_id: int, state: State, user: CurrentUser) -> HTMLResponse:
+def update_status(request: Request, pool_id: Id, state: State, user: CurrentUser) -> HTMLResponse:
     dns = state.pool_dns.view(user.principal, pool_id, read_provider=False)
     return render(
         request,
@@ -184,7 +185,7 @@ def _int(value: str, what: str) -> int:
 @router.post(DNS)
 def save_dns(
     request: Request,
-    pool_id: int,
+    pool_id: Id,
     state: State,
     user: FormUser,
     provider_id: Annotated[str, Form()] = "",
@@ -226,7 +227,7 @@ def save_dns(
 
 
 @router.post(DNS + "/unlink")
-def unlink_dns(request: Request, pool_id: int, state: State, user: FormUser) -> Response:
+def unlink_dns(request: Request, pool_id: Id, state: State, user: FormUser) -> Response:
     try:
         state.pool_dns.unlink(user.principal, pool_id)
     except ServerCTLError as exc:
@@ -235,7 +236,7 @@ def unlink_dns(request: Request, pool_id: int, state: State, user: FormUser) -> 
 
 
 @router.post(DNS + "/test")
-def test_dns(request: Request, pool_id: int, state: State, user: FormUser) -> Response:
+def test_dns(request: Request, pool_id: Id, state: State, user: FormUser) -> Response:
     """The DNS connectivity test; HTMX gets just the result, a plain form post the page."""
     try:
         result = state.pool_dns.test(user.principal, pool_id)

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from serverctl.api.deps import State
+from serverctl.api.schemas import Id
 from serverctl.errors import ServerCTLError, ValidationError
 from serverctl.state import AppState
 from serverctl.web.auth import CurrentUser, FormUser, WebUser
@@ -140,7 +141,7 @@ def _page(
 @router.get(DR)
 def dr_page(
     request: Request,
-    pool_id: int,
+    pool_id: Id,
     state: State,
     user: CurrentUser,
     target_member_id: str | None = None,
@@ -165,7 +166,7 @@ def dr_page(
 @router.get(DR + "/picker")
 def dr_picker(
     request: Request,
-    pool_id: int,
+    pool_id: Id,
     state: State,
     user: CurrentUser,
     target_member_id: str | None = None,
@@ -186,7 +187,7 @@ def dr_picker(
 @router.post(DR + "/restore")
 def dr_restore(
     request: Request,
-    pool_id: int,
+    pool_id: Id,
     state: State,
     user: FormUser,
     target_member_id: Annotated[str, Form()] = "",
@@ -226,7 +227,7 @@ def dr_restore(
 @router.post(DR + "/provision")
 def dr_provision(
     request: Request,
-    pool_id: int,
+    pool_id: Id,
     state: State,
     user: FormUser,
     member_id: Annotated[str, Form()] = "",

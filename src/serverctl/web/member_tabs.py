@@ -14,6 +14,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from serverctl.api.deps import State
+from serverctl.api.schemas import Id
 from serverctl.domain import catalogue
 from serverctl.domain.jobs import Enqueue
 from serverctl.domain.schedules import PRESETS
@@ -88,14 +89,14 @@ def _tab(
 
 @router.get(MEMBER + "/status")
 def status_tab(
-    request: Request, pool_id: int, member_id: int, state: State, user: CurrentUser
+    request: Request, pool_id: Id, member_id: Id, state: State, user: CurrentUser
 ) -> HTMLResponse:
     return _tab(request, state, user, pool_id, member_id, "status", "member_status.html")
 
 
 @router.get(MEMBER + "/status/live")
 def status_live(
-    request: Request, pool_id: int, member_id: int, state: State, user: CurrentUser
+    request: Request, pool_id: Id, member_id: Id, state: State, user: CurrentUser
 ) -> HTMLResponse:
     return _tab(request, state, user, pool_id, member_id, "status", "_status_live.html", oob=True)
 
@@ -106,8 +107,8 @@ def status_live(
 @router.get(MEMBER + "/control")
 def control_tab(
     request: Request,
-    pool_id: int,
-    member_id: int,
+    pool_id: Id,
+    member_id: Id,
     state: State,
     user: CurrentUser,
     queued: int | None = None,
@@ -119,7 +120,7 @@ def control_tab(
 
 @router.get(MEMBER + "/control/live")
 def control_live(
-    request: Request, pool_id: int, member_id: int, state: State, user: CurrentUser
+    request: Request, pool_id: Id, member_id: Id, state: State, user: CurrentUser
 ) -> HTMLResponse:
     return _tab(request, state, user, pool_id, member_id, "control", "_control_live.html", oob=True)
 
@@ -127,8 +128,8 @@ def control_live(
 @router.post(MEMBER + "/jobs")
 def queue_job(
     request: Request,
-    pool_id: int,
-    member_id: int,
+    pool_id: Id,
+    member_id: Id,
     state: State,
     user: FormUser,
     job_type: Annotated[str, Form()],
@@ -162,7 +163,7 @@ def queue_job(
 
 
 @router.post("/jobs/{job_id}/cancel")
-def cancel_job(job_id: int, state: State, user: FormUser) -> Response:
+def cancel_job(job_id: Id, state: State, user: FormUser) -> Response:
     job = state.jobs.cancel(user.principal, job_id)
     return redirect(_page("jobs", job["pool_id"], job["member_id"]))
 
@@ -172,14 +173,14 @@ def cancel_job(job_id: int, state: State, user: FormUser) -> Response:
 
 @router.get(MEMBER + "/recipes")
 def recipes_tab(
-    request: Request, pool_id: int, member_id: int, state: State, user: CurrentUser
+    request: Request, pool_id: Id, member_id: Id, state: State, user: CurrentUser
 ) -> HTMLResponse:
     return _tab(request, state, user, pool_id, member_id, "recipes", "member_recipes.html")
 
 
 @router.get(MEMBER + "/recipes/live")
 def recipes_live(
-    request: Request, pool_id: int, member_id: int, state: State, user: CurrentUser
+    request: Request, pool_id: Id, member_id: Id, state: State, user: CurrentUser
 ) -> HTMLResponse:
     return _tab(request, state, user, pool_id, member_id, "recipes", "_recipes_live.html", oob=True)
 
@@ -187,8 +188,8 @@ def recipes_live(
 @router.post(MEMBER + "/recipes/{recipe_id}/{action}")
 def run_recipe(
     request: Request,
-    pool_id: int,
-    member_id: int,
+    pool_id: Id,
+    member_id: Id,
     recipe_id: str,
     action: str,
     state: State,
@@ -219,8 +220,8 @@ def run_recipe(
 @router.get(MEMBER + "/jobs")
 def jobs_tab(
     request: Request,
-    pool_id: int,
-    member_id: int,
+    pool_id: Id,
+    member_id: Id,
     state: State,
     user: CurrentUser,
     queued: int | None = None,
@@ -230,7 +231,7 @@ def jobs_tab(
 
 @router.get(MEMBER + "/jobs/live")
 def jobs_live(
-    request: Request, pool_id: int, member_id: int, state: State, user: CurrentUser
+    request: Request, pool_id: Id, member_id: Id, state: State, user: CurrentUser
 ) -> HTMLResponse:
     return _tab(request, state, user, pool_id, member_id, "jobs", "_jobs_live.html", oob=True)
 
@@ -238,8 +239,8 @@ def jobs_live(
 @router.post(MEMBER + "/schedules")
 def add_schedule(
     request: Request,
-    pool_id: int,
-    member_id: int,
+    pool_id: Id,
+    member_id: Id,
     state: State,
     user: FormUser,
     job_type: Annotated[str, Form()],
@@ -268,7 +269,7 @@ def add_schedule(
 
 @router.post(MEMBER + "/schedules/{schedule_id}/{action}")
 def change_schedule(
-    pool_id: int, member_id: int, schedule_id: int, action: str, state: State, user: FormUser
+    pool_id: Id, member_id: Id, schedule_id: Id, action: str, state: State, user: FormUser
 ) -> Response:
     if action == "delete":
         state.schedules.delete(user.principal, pool_id, schedule_id)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from serverctl.api.deps import State
+from serverctl.api.schemas import Id
 from serverctl.domain.alerts import MEMBER_ALERTS, POOL_ALERTS
 from serverctl.domain.mailer import DEFAULT_PORTS, SECURITY
 from serverctl.errors import ServerCTLError, ValidationError
@@ -64,7 +65,7 @@ def _pool_page(
 
 @router.get(POOL)
 def pool_monitoring(
-    request: Request, pool_id: int, state: State, user: CurrentUser, saved: int = 0
+    request: Request, pool_id: Id, state: State, user: CurrentUser, saved: int = 0
 ) -> HTMLResponse:
     return _pool_page(request, state, user, pool_id, saved=bool(saved))
 
@@ -72,7 +73,7 @@ def pool_monitoring(
 @router.post(POOL)
 async def save_pool_monitoring(
     request: Request,
-    pool_id: int,
+    pool_id: Id,
     state: State,
     user: FormUser,
     recipients: Annotated[str, Form()] = "",
@@ -99,7 +100,7 @@ async def save_pool_monitoring(
 
 
 @router.post(POOL + "/test")
-def pool_test_email(request: Request, pool_id: int, state: State, user: FormUser) -> HTMLResponse:
+def pool_test_email(request: Request, pool_id: Id, state: State, user: FormUser) -> HTMLResponse:
     result = state.smtp.send_pool_test(user.principal, pool_id)
     if _wants_partial(request):
         return render(request, "_send_result.html", user, result=result)
@@ -130,8 +131,8 @@ def _member_page(
 @router.get(MEMBER)
 def member_monitoring(
     request: Request,
-    pool_id: int,
-    member_id: int,
+    pool_id: Id,
+    member_id: Id,
     state: State,
     user: CurrentUser,
     saved: int = 0,
@@ -141,7 +142,7 @@ def member_monitoring(
 
 @router.post(MEMBER)
 async def save_member_monitoring(
-    request: Request, pool_id: int, member_id: int, state: State, user: FormUser
+    request: Request, pool_id: Id, member_id: Id, state: State, user: FormUser
 ) -> Response:
     form = await request.form()
     changes: dict[str, dict[str, Any]] = {}

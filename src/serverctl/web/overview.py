@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from serverctl.agent_dist import install_command
 from serverctl.api.deps import State
+from serverctl.api.schemas import Id
 from serverctl.dns import registry
 from serverctl.errors import ServerCTLError
 from serverctl.state import AppState
@@ -93,7 +94,7 @@ def _notice(context: dict[str, Any], done: str | None, member_id: int | None) ->
 @router.get("/pools/{pool_id}")
 def overview(
     request: Request,
-    pool_id: int,
+    pool_id: Id,
     state: State,
     user: CurrentUser,
     created: int = 0,
@@ -112,7 +113,7 @@ def overview(
 
 
 @router.get("/pools/{pool_id}/cards")
-def overview_live(request: Request, pool_id: int, state: State, user: CurrentUser) -> HTMLResponse:
+def overview_live(request: Request, pool_id: Id, state: State, user: CurrentUser) -> HTMLResponse:
     return render(request, "_cards.html", user, oob=True, **overview_context(state, user, pool_id))
 
 
@@ -127,7 +128,7 @@ def _refused(
 
 @router.post("/pools/{pool_id}/members/{member_id}/activate")
 def make_active(
-    request: Request, pool_id: int, member_id: int, state: State, user: FormUser
+    request: Request, pool_id: Id, member_id: Id, state: State, user: FormUser
 ) -> Response:
     """Make active (or, on the active member, publish the record again)."""
     was_active = state.pools.get_pool(user.principal, pool_id)["active_member_id"] == member_id
@@ -140,7 +141,7 @@ def make_active(
 
 
 @router.post("/pools/{pool_id}/cutover")
-def cut_dns(request: Request, pool_id: int, state: State, user: FormUser) -> Response:
+def cut_dns(request: Request, pool_id: Id, state: State, user: FormUser) -> Response:
     """Cut DNS to standby: the next failover-ready standby becomes active."""
     try:
         state.failover.cutover(user.principal, pool_id)
@@ -152,7 +153,7 @@ def cut_dns(request: Request, pool_id: int, state: State, user: FormUser) -> Res
 @router.post("/pools/{pool_id}/members")
 def add_member(
     request: Request,
-    pool_id: int,
+    pool_id: Id,
     state: State,
     user: FormUser,
     hostname: Annotated[str, Form()],

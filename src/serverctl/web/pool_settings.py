@@ -10,6 +10,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from serverctl.api.deps import State
+from serverctl.api.schemas import Id
 from serverctl.domain.alerts import email_addresses
 from serverctl.errors import ServerCTLError, ValidationError
 from serverctl.state import AppState
@@ -48,14 +49,14 @@ def split_addresses(text: str) -> list[str]:
 
 
 @router.get("/pools/{pool_id}/settings")
-def settings_page(request: Request, pool_id: int, state: State, user: CurrentUser) -> HTMLResponse:
+def settings_page(request: Request, pool_id: Id, state: State, user: CurrentUser) -> HTMLResponse:
     return render(request, "settings.html", user, **settings_context(state, user, pool_id))
 
 
 @router.post("/pools/{pool_id}/settings")
 def save_settings(
     request: Request,
-    pool_id: int,
+    pool_id: Id,
     state: State,
     user: FormUser,
     delay_s: Annotated[str, Form()],
@@ -104,6 +105,6 @@ def save_settings(
 
 
 @router.post("/pools/{pool_id}/delete")
-def delete_pool(pool_id: int, state: State, user: FormUser) -> Response:
+def delete_pool(pool_id: Id, state: State, user: FormUser) -> Response:
     state.pools.delete_pool(user.principal, pool_id)
     return redirect("/pools")

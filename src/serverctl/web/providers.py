@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic.fields import FieldInfo
 
 from serverctl.api.deps import State
+from serverctl.api.schemas import Id
 from serverctl.dns import registry
 from serverctl.errors import ServerCTLError, ValidationError
 from serverctl.web.auth import CurrentUser, FormUser, WebUser
@@ -209,7 +210,7 @@ def create_provider(
 @router.post(PAGE + "/{provider_id}/test")
 def test_provider(
     request: Request,
-    provider_id: int,
+    provider_id: Id,
     state: State,
     user: FormUser,
     zone: Annotated[str, Form()] = "",
@@ -225,7 +226,7 @@ def test_provider(
 
 
 @router.post(PAGE + "/{provider_id}/delete")
-def delete_provider(request: Request, provider_id: int, state: State, user: FormUser) -> Response:
+def delete_provider(request: Request, provider_id: Id, state: State, user: FormUser) -> Response:
     try:
         name = state.dns_accounts.get(user.principal, provider_id)["name"]
         state.dns_accounts.delete(user.principal, provider_id)

@@ -11,7 +11,8 @@ from fastapi.staticfiles import StaticFiles
 from serverctl.agent_dist import install_command
 from serverctl.api.deps import SourceIP, State
 from serverctl.api.errors import json_error
-from serverctl.errors import AuthError, ServerCTLError
+from serverctl.api.schemas import Id
+from serverctl.errors import AuthError, ServerCTLError, TooManyLogins
 from serverctl.web import (
     backup_pages,
     backup_store_pages,
@@ -56,10 +57,19 @@ def login(
 ) -> Response:
     try:
         login = state.operators.login(name, password, ip)
-    except AuthError as exc:
-        return render(
-            request, "login.html", None, 401, error=exc.message, next=safe_next(next), name=name
+    except (AuthError, TooManyLogins) as exc:
+        page = render(
+            request,
+            "login.html",
+            None,
+            exc.status_code,
+            error=exc.message,
+            next=safe_next(next),
+            name=name,
         )
+        if isinstance(exc, TooManyLogins):
+            page.headers["Retry-After"] = str(exc.retry_after)
+        return page
     response = redirect(safe_next(next))
     response.set_cookie(
         COOKIE,
@@ -120,14 +130,14 @@ def create_pool(
 
 @router.get("/pools/{pool_id}/members/{member_id}")
 def member_page(
-    request: Request, pool_id: int, member_id: int, state: State, user: CurrentUser
+    request: Request, pool_id: Id, member_id: Id, state: State, user: CurrentUser
 ) -> HTMLResponse:
     return render(request, "member.html", user, **_member_context(state, user, pool_id, member_id))
 
 
 @router.get("/pools/{pool_id}/members/{member_id}/live")
 def member_live(
-    request: Request, pool_id: int, member_id: int, state: State, user: CurrentUser
+    request: Request, pool_id: Id, member_id: Id, state: State, user: CurrentUser
 ) -> HTMLResponse:
     return render(
         request,
@@ -146,7 +156,7 @@ def _member_context(state: State, user: WebUser, pool_id: int, member_id: int) -
 
 @router.post("/pools/{pool_id}/members/{member_id}/rotate-secret")
 def rotate_secret(
-    request: Request, pool_id: int, member_id: int, state: State, user: FormUser
+    request: Request, pool_id: Id, member_id: Id, state: State, user: FormUser
 ) -> HTMLResponse:
     rotated = state.pools.rotate_secret(user.principal, pool_id, member_id)
     command = install_command(base_url(state, request), rotated.secret, rotated.member["hostname"])
@@ -160,7 +170,7 @@ def rotate_secret(
 
 
 @router.post("/pools/{pool_id}/members/{member_id}/delete")
-def delete_member(pool_id: int, member_id: int, state: State, user: FormUser) -> Response:
+def delete_member(pool_id: Id, member_id: Id, state: State, user: FormUser) -> Response:
     state.pools.delete_member(user.principal, pool_id, member_id)
     return redirect(f"/pools/{pool_id}")
 
@@ -206,7 +216,7 @@ def admin_create_user(
 
 
 @router.post("/admin/users/{user_id}/delete")
-def admin_delete_user(request: Request, user_id: int, state: State, user: FormUser) -> Response:
+def admin_delete_user(request: Request, user_id: Id, state: State, user: FormUser) -> Response:
     try:
         state.operators.delete_user(user.principal, user_id)
     except ServerCTLError as exc:
@@ -230,7 +240,7 @@ def admin_create_token(
 
 
 @router.post("/admin/tokens/{token_id}/revoke")
-def admin_revoke_token(token_id: int, state: State, user: FormUser) -> Response:
+def admin_revoke_token(token_id: Id, state: State, user: FormUser) -> Response:
     state.operators.revoke_token(user.principal, token_id)
     return redirect("/admin")
 
@@ -274,6 +284,6 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ServerCTLError)
     async def _errors(request: Request, exc: ServerCTLError) -> Response:
-        if request.url.path.startswith(("/api/", "/agent/")):
+        if request.url.path.startswith(("/api/", "/agent/", "/metrics")):
             return json_error(exc)
         return render(request, "error.html", None, exc.status_code, message=exc.message)

@@ -216,13 +216,17 @@ def test_provisioning_installs_haproxy_then_restores_the_active_members_latest_b
     ]
 
 
+SHOW_INFO = {"pid": 1, "uptime_s": 60, "curr_conns": 0, "conn_rate": 0, "sess_rate": 0}
+
+
 @pytest.mark.parametrize(
     ("haproxy", "steps"),
     [
         ({"monitored": True, "active": True}, ["haproxy.restore"]),
         ({"monitored": True, "active": False, "version": "2.8.5"}, ["haproxy.restore"]),
         (
-            {"monitored": True, "active": False, "info": {"version": "2.8.5"}},
+            # `show info` as the agent reports it (every key; domain/enrichment.py checks).
+            {"monitored": True, "active": False, "info": {**SHOW_INFO, "version": "2.8.5"}},
             ["haproxy.restore"],
         ),
         ({"monitored": True, "active": False}, ["haproxy.install", "haproxy.restore"]),

@@ -84,6 +84,7 @@ def _runner(recorder: Recorder, tmp_path: Path, server: str = "http://127.0.0.1:
 
 def test_the_catalogue_holds_every_documented_type() -> None:
     assert sorted(CATALOGUE) == [
+        "agent.logs",
         "agent.update",
         "backup.ufw",
         "haproxy.admin_socket.disable",
