@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import httpx2 as httpx  # noqa: E402
+from figures import percentile  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
 from serverctl.config import Settings  # noqa: E402
@@ -46,11 +47,6 @@ from support.simulated_members import (  # noqa: E402
 )
 
 JOB_TYPES = ("haproxy.reload", "haproxy.validate", "haproxy.backup")
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))]
 
 
 def seed_history(

@@ -9,8 +9,6 @@ with a pool of members allowed from 127.0.0.0/8; `StandIn` is one member's agent
 from __future__ import annotations
 
 import hashlib
-import io
-import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from serverctl.config import Settings
 from serverctl.db.migrate import upgrade
 from serverctl.domain.principal import SYSTEM
 from serverctl.state import AppState
+from support.standin_agent import tar_gz
 
 AGENT_IP = "127.0.0.2"
 HAPROXY_CFG = b"global\n    daemon\ndefaults\n    mode http\n"
@@ -59,24 +58,8 @@ def make_archive(files: dict[str, bytes] | None = None) -> Archive:
         "/etc/haproxy/haproxy.cfg": HAPROXY_CFG,
         "/etc/haproxy/certs/edge.pem": CERT,
     }
-    buffer = io.BytesIO()
-    entries = []
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for path, content in files.items():
-            info = tarfile.TarInfo(path.lstrip("/"))
-            info.size, info.mode = len(content), 0o640
-            tar.addfile(info, io.BytesIO(content))
-            entries.append(
-                {
-                    "path": path,
-                    "type": "file",
-                    "size": len(content),
-                    "mode": "0640",
-                    "owner": "root:haproxy",
-                    "sha256": hashlib.sha256(content).hexdigest(),
-                }
-            )
-    return Archive(buffer.getvalue(), entries)
+    data, entries = tar_gz(files)
+    return Archive(data, entries)
 
 
 @dataclass
