@@ -331,16 +331,9 @@ class FailoverService:
     ) -> health.Health:
         """`heard_since_start`: silence counts from this control plane's start at the earliest
         (for the active member: see the module's docstring)."""
-        live = self.live.members.get(member.id)
-        last_seen = live.last_seen if live else member.last_seen_at
-        if heard_since_start and last_seen is not None:
-            last_seen = max(last_seen, self.listening_since)
-        return health.evaluate(
-            last_seen=last_seen,
-            now=now,
-            delay_s=pool.failover_delay_s,
-            haproxy_monitored=pool.haproxy_monitored,
-            haproxy=live.haproxy if live else member.haproxy,
+        heard_since = self.listening_since if heard_since_start else None
+        return health.of_member(
+            pool, member, self.live.members.get(member.id), now, heard_since=heard_since
         )
 
     def _ready_standby(self, pool: Pool, now: datetime | None = None) -> Member | None:

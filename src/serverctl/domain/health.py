@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from serverctl.db.models import Member, Pool
+    from serverctl.domain.live import MemberLive
 
 HealthState = Literal["pending", "healthy", "unhealthy"]
 
@@ -46,3 +50,27 @@ def evaluate(
             source = block.get("source") or "the agent"
             return Health("unhealthy", age, f"HAProxy is not running ({source} reports inactive)")
     return Health("healthy", age, None)
+
+
+def of_member(
+    pool: Pool,
+    member: Member,
+    live: MemberLive | None,
+    now: datetime,
+    *,
+    heard_since: datetime | None = None,
+) -> Health:
+    """A member's health from its live state, or from its stored heartbeat when it has none.
+
+    `heard_since`: silence counts from then at the earliest (the failover rule for the active
+    member after the control plane's own start)."""
+    last_seen = live.last_seen if live else member.last_seen_at
+    if heard_since is not None and last_seen is not None:
+        last_seen = max(last_seen, heard_since)
+    return evaluate(
+        last_seen=last_seen,
+        now=now,
+        delay_s=pool.failover_delay_s,
+        haproxy_monitored=pool.haproxy_monitored,
+        haproxy=live.haproxy if live else member.haproxy,
+    )

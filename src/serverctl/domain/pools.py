@@ -369,14 +369,7 @@ class PoolService:
         }
 
     def _health(self, pool: Pool, member: Member, now: datetime) -> health.Health:
-        live = self.live.members.get(member.id)
-        return health.evaluate(
-            last_seen=live.last_seen if live else member.last_seen_at,
-            now=now,
-            delay_s=pool.failover_delay_s,
-            haproxy_monitored=pool.haproxy_monitored,
-            haproxy=live.haproxy if live else member.haproxy,
-        )
+        return health.of_member(pool, member, self.live.members.get(member.id), now)
 
     def _member_view(
         self,
