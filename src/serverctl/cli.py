@@ -71,6 +71,7 @@ def serve(
     import uvicorn
 
     from serverctl.app import create_app
+    from serverctl.http_protocol import CoalescingHttpToolsProtocol
 
     settings = _settings(data_dir, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key)
     if (settings.tls_cert is None) != (settings.tls_key is None):
@@ -108,9 +109,10 @@ def serve(
         server_header=False,
         log_level="warning",
         # The fast event loop and HTTP parser (uvicorn[standard]) by name, not "auto": a
-        # missing one fails at start instead of quietly serving heartbeats slower.
+        # missing one fails at start instead of quietly serving heartbeats slower. The parser's
+        # protocol sends each answer in one write (serverctl.http_protocol).
         loop="uvloop",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,
         access_log=False,
     )
 

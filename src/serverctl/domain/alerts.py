@@ -99,7 +99,12 @@ def pool_alert_settings(pool: Pool) -> dict[str, bool]:
 
 def member_alert_settings(member: Member) -> dict[str, dict[str, Any]]:
     """Each member alert's `enabled`, `threshold` and `email`, defaults filled in."""
-    stored = member.alert_settings or {}
+    return alert_settings_of(member.alert_settings)
+
+
+def alert_settings_of(stored: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """`member_alert_settings` from the stored column's value."""
+    stored = stored or {}
     result: dict[str, dict[str, Any]] = {}
     for kind, spec in MEMBER_ALERTS.items():
         mine = stored.get(kind)
