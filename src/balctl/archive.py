@@ -21,9 +21,8 @@ import os
 import stat
 import tarfile
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, List, Sequence
+from typing import BinaryIO, List, NamedTuple, Sequence
 
 from balctl.backup_manifest import FILE, Entry, mode_text, owner_text, sha256_bytes
 from balctl.backup_scope import ScopeError
@@ -33,8 +32,7 @@ _CHUNK = 64 * 1024
 COMPRESS_LEVEL = 6
 
 
-@dataclass(frozen=True)
-class Built:
+class Built(NamedTuple):
     path: Path
     sha256: str
     size: int

@@ -27,9 +27,8 @@ import os
 import shutil
 import tarfile
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Dict, Iterator, List, Sequence, Set, Tuple, cast
+from typing import IO, Dict, Iterator, List, Optional, Sequence, Set, Tuple, cast
 
 from balctl.backup_manifest import (
     FILE,
@@ -51,12 +50,20 @@ _SLACK = 1024 * 1024
 _DEVICES = {tarfile.CHRTYPE: "a device file", tarfile.BLKTYPE: "a device file"}
 
 
-@dataclass
 class Staged:
-    staging: Path
-    entries: Dict[str, Entry]
-    tree: StagedTree
-    notes: List[str] = field(default_factory=list)
+    __slots__ = ("staging", "entries", "tree", "notes")
+
+    def __init__(
+        self,
+        staging: Path,
+        entries: Dict[str, Entry],
+        tree: StagedTree,
+        notes: Optional[List[str]] = None,
+    ) -> None:
+        self.staging = staging
+        self.entries = entries
+        self.tree = tree
+        self.notes: List[str] = [] if notes is None else notes
 
     def path(self, logical: str) -> Path:
         return self.staging / logical.lstrip("/")

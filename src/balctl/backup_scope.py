@@ -17,7 +17,6 @@ import hashlib
 import os
 import shutil
 import stat
-from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Dict, List, Optional, Set, Tuple
 
 from balctl.backup_manifest import (
@@ -61,15 +60,23 @@ class ScopeError(JobError):
     """The backup scope is beyond the bounds a snapshot may hold."""
 
 
-@dataclass
 class Scope:
-    entries: List[Entry] = field(default_factory=list)
-    skipped: List[Dict[str, str]] = field(default_factory=list)
-    # Every host path looked at (folders listed, configuration, crt-lists, missing references):
-    # when none of them changed (stat), the scope is the same.
-    watched: List[str] = field(default_factory=list)
-    # Host paths of symlinks captured as the file they point to (watched by stat too).
-    followed: List[str] = field(default_factory=list)
+    __slots__ = ("entries", "skipped", "watched", "followed")
+
+    def __init__(
+        self,
+        entries: Optional[List[Entry]] = None,
+        skipped: Optional[List[Dict[str, str]]] = None,
+        # Every host path looked at (folders listed, configuration, crt-lists, missing
+        # references): when none of them changed (stat), the scope is the same.
+        watched: Optional[List[str]] = None,
+        # Host paths of symlinks captured as the file they point to (watched by stat too).
+        followed: Optional[List[str]] = None,
+    ) -> None:
+        self.entries: List[Entry] = [] if entries is None else entries
+        self.skipped: List[Dict[str, str]] = [] if skipped is None else skipped
+        self.watched: List[str] = [] if watched is None else watched
+        self.followed: List[str] = [] if followed is None else followed
 
 
 def hash_file(handle: BinaryIO, _: os.stat_result) -> str:

@@ -8,7 +8,6 @@ journald (which adds its own timestamps) or the background-mode log file picks t
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import signal
@@ -246,7 +245,7 @@ def _run(args: argparse.Namespace) -> int:
         logfile.attach(logger, cfg.log_file)
     run_args = ["run"]
     if args.run_source_ip:
-        cfg = dataclasses.replace(cfg, source_ip=validate.ipv4(args.run_source_ip, "--source-ip"))
+        cfg = cfg._replace(source_ip=validate.ipv4(args.run_source_ip, "--source-ip"))
         run_args += ["--source-ip", cfg.source_ip or ""]
     pyz = running_pyz(paths)
     note_running(pyz)

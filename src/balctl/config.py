@@ -10,14 +10,12 @@ refused on read when group or others may read it (as certbot does for credential
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import re
 import stat
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from balctl import validate
 from balctl.errors import ConfigError
@@ -60,10 +58,9 @@ _HEADER = (
 )
 
 
-@dataclass(frozen=True)
-class AgentConfig:
+class AgentConfig(NamedTuple):
     server: str
-    key: str = dataclasses.field(repr=False)  # never in a repr, a log line or a traceback
+    key: str  # never in a repr, a log line or a traceback: see __repr__
     hostname: str
     source_ip: Optional[str] = None
     ca_file: Optional[str] = None
@@ -92,6 +89,13 @@ class AgentConfig:
             LOG_FILE: self.log_file,
         }
         return {name: value for name, value in values.items() if value}
+
+    def __repr__(self) -> str:
+        # Every field but the secret; str() is this too (tuple has no __str__ of its own).
+        shown = ", ".join(
+            f"{name}={value!r}" for name, value in zip(self._fields, self) if name != "key"
+        )
+        return f"AgentConfig({shown})"
 
 
 # -- writing ------------------------------------------------------------------------------------

@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 
 from balctl import __version__, validate
 from balctl.config import (
@@ -31,8 +30,7 @@ logger = logging.getLogger(__name__)
 ENROL_PATH = "/api/agents/enrol"
 
 
-@dataclass(frozen=True)
-class Enrolment:
+class Enrolment(NamedTuple):
     member_id: int
     pool_id: int
     pool_name: str

@@ -12,9 +12,8 @@ own would put the secret into the topology it reports whenever a configuration n
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from balctl.paths import HostPaths
 from balctl.proc import child_env
@@ -107,11 +106,18 @@ def _expand(line: str, i: int, env: Mapping[str, str], word: List[str]) -> int:
     return match.end() + 1 if braced else match.end()
 
 
-@dataclass
 class Section:
-    kind: str  # "global", "frontend", ...
-    name: str  # "" for global and unnamed defaults
-    lines: List[List[str]] = field(default_factory=list)  # the words of each line
+    __slots__ = ("kind", "name", "lines")
+
+    def __init__(
+        self,
+        kind: str,  # "global", "frontend", ...
+        name: str,  # "" for global and unnamed defaults
+        lines: Optional[List[List[str]]] = None,  # the words of each line
+    ) -> None:
+        self.kind = kind
+        self.name = name
+        self.lines: List[List[str]] = [] if lines is None else lines
 
 
 def parse_sections(text: str, environ: Optional[Mapping[str, str]] = None) -> List[Section]:
@@ -191,8 +197,7 @@ def read_sections(
 # -- what the agent needs from it ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StatsSocket:
+class StatsSocket(NamedTuple):
     path: Path
     level: str  # "user", "operator" (HAProxy's default) or "admin"
 

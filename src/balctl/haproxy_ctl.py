@@ -18,9 +18,8 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 from balctl import proc
 from balctl.errors import RuntimeApiError
@@ -39,8 +38,7 @@ _VERIFY_PAUSE_S = 0.2
 _FALLBACK_BINARIES = ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy")
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
     """What a check or a reload came to: ok, one line for the summary, the commands' output."""
 
     ok: bool

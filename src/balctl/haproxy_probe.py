@@ -12,9 +12,8 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 from balctl.paths import HostPaths
 from balctl.proc import process_alive
@@ -28,8 +27,7 @@ SYSTEMCTL_TIMEOUT_S = 5.0
 SYSTEMD_SERVING_STATES = ("active", "reloading")
 
 
-@dataclass(frozen=True)
-class Reading:
+class Reading(NamedTuple):
     """One full check: the heartbeat's `haproxy` block, and the process it looked at."""
 
     block: Dict[str, Any]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from balctl.backup_manifest import link_target, under
@@ -105,15 +104,22 @@ class HostTree(Tree):
         return [f"{base}/{name}" for name in names if not self.is_dir(f"{base}/{name}")]
 
 
-@dataclass
 class References:
     """The configuration's files (logical, in the order first named) and the skipped ones."""
 
-    files: List[str] = field(default_factory=list)
-    skipped: List[Dict[str, str]] = field(default_factory=list)
-    # What was read or listed to find references (crt-lists, crt folders): a change there may
-    # change the references.
-    looked_at: List[str] = field(default_factory=list)
+    __slots__ = ("files", "skipped", "looked_at")
+
+    def __init__(
+        self,
+        files: Optional[List[str]] = None,
+        skipped: Optional[List[Dict[str, str]]] = None,
+        # What was read or listed to find references (crt-lists, crt folders): a change there
+        # may change the references.
+        looked_at: Optional[List[str]] = None,
+    ) -> None:
+        self.files: List[str] = [] if files is None else files
+        self.skipped: List[Dict[str, str]] = [] if skipped is None else skipped
+        self.looked_at: List[str] = [] if looked_at is None else looked_at
 
     def add(self, path: str) -> None:
         if path not in self.files:

@@ -7,16 +7,14 @@ under a temporary directory without touching /etc or /run.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Mapping, NamedTuple, Optional
 
 ROOT_ENV = "BALCTL_ROOT"
 UNIT_NAME = "balctl-heartbeat.service"
 
 
-@dataclass(frozen=True)
-class HostPaths:
+class HostPaths(NamedTuple):
     root: str
     etc_dir: Path
     agent_env: Path

@@ -13,8 +13,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
-from typing import IO, Dict, Mapping, Optional, Sequence, Tuple
+from typing import IO, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from balctl.bounds import OUTPUT_LIMIT, bound_bytes
 
@@ -43,8 +42,7 @@ class Deadline:
         return self.remaining() <= 0
 
 
-@dataclass(frozen=True)
-class CommandResult:
+class CommandResult(NamedTuple):
     argv: Tuple[str, ...]
     returncode: Optional[int]  # None: it could not start, or it was killed at its timeout
     output: str  # stdout and stderr interleaved, at most OUTPUT_LIMIT bytes (the tail)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from dataclasses import dataclass, field
 from typing import List, Optional
 
 from balctl.archive_extract import Staged
@@ -25,10 +24,12 @@ from balctl.restore_swap import ADD, CHANGE, REMOVE, Change
 _CHUNK = 64 * 1024
 
 
-@dataclass
 class Plan:
-    changes: List[Change] = field(default_factory=list)
-    unchanged: int = 0
+    __slots__ = ("changes", "unchanged")
+
+    def __init__(self, changes: Optional[List[Change]] = None, unchanged: int = 0) -> None:
+        self.changes: List[Change] = [] if changes is None else changes
+        self.unchanged = unchanged
 
     def paths(self, action: str) -> List[str]:
         return [c.target for c in self.changes if c.action == action]

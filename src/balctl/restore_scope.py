@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import os
 import posixpath
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from balctl.backup_manifest import (
     FILE,
@@ -85,8 +84,7 @@ def restore_dirs(environ: Optional[Mapping[str, str]] = None) -> Tuple[str, ...]
     return tuple(found)
 
 
-@dataclass(frozen=True)
-class RestoreScope:
+class RestoreScope(NamedTuple):
     allowed_dirs: Tuple[str, ...] = DEFAULT_DIRS
 
     def may_hold(self, path: str) -> bool:

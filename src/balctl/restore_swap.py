@@ -31,9 +31,8 @@ import os
 import shutil
 import stat
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from balctl import haproxy_ctl
 from balctl.config import AgentConfig
@@ -56,14 +55,35 @@ class SwapError(Exception):
     """A change could not be made; the swap is to be rolled back."""
 
 
-@dataclass
 class Change:
-    target: str  # logical path
-    action: str  # add / change / remove
-    existed: bool
-    kept: Optional[str] = None  # relative to the work folder
-    staged: Optional[str] = None  # relative to the work folder
-    created_dirs: List[str] = field(default_factory=list)  # logical, outermost first
+    __slots__ = ("target", "action", "existed", "kept", "staged", "created_dirs")
+
+    def __init__(
+        self,
+        target: str,  # logical path
+        action: str,  # add / change / remove
+        existed: bool,
+        kept: Optional[str] = None,  # relative to the work folder
+        staged: Optional[str] = None,  # relative to the work folder
+        created_dirs: Optional[List[str]] = None,  # logical, outermost first
+    ) -> None:
+        self.target = target
+        self.action = action
+        self.existed = existed
+        self.kept = kept
+        self.staged = staged
+        self.created_dirs: List[str] = [] if created_dirs is None else created_dirs
+
+    def as_dict(self) -> Dict[str, Any]:
+        """The journal's record of this change: `Change(**record)` reads it back."""
+        return {
+            "target": self.target,
+            "action": self.action,
+            "existed": self.existed,
+            "kept": self.kept,
+            "staged": self.staged,
+            "created_dirs": list(self.created_dirs),
+        }
 
 
 def step_pause(environ: Optional[Dict[str, str]] = None) -> float:
@@ -96,7 +116,7 @@ class Swap:
             "job_id": self.job_id,
             "phase": phase,
             "written_at": int(time.time()),
-            "changes": [asdict(change) for change in self.changes],
+            "changes": [change.as_dict() for change in self.changes],
         }
         data = json.dumps(body, indent=1, sort_keys=True).encode("utf-8")
         replace_file(self.journal, data, default_mode=0o600)

@@ -17,9 +17,9 @@ import http.client
 import os
 import re
 import ssl
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Dict, List, Optional
+from types import MappingProxyType
+from typing import Any, BinaryIO, Dict, List, Mapping, NamedTuple, Optional
 from urllib.parse import urlsplit
 
 from balctl import __version__
@@ -53,16 +53,18 @@ class TransferError(JobError):
     """The archive could not be moved; the message names the place without its credentials."""
 
 
-@dataclass(frozen=True)
-class TransferSpec:
+# The default of TransferSpec.headers: one shared value, so it must be read-only.
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
+class TransferSpec(NamedTuple):
     method: str
     url: Optional[str] = None
     path: Optional[str] = None
-    headers: Dict[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = _NO_HEADERS
 
 
-@dataclass(frozen=True)
-class Moved:
+class Moved(NamedTuple):
     size: int
     sha256: str
     where: str
@@ -132,12 +134,20 @@ def _redact_path(path: str) -> str:
     return f"{head}/<token>"
 
 
-@dataclass
 class _Target:
-    conn: http.client.HTTPConnection
-    request_path: str
-    headers: Dict[str, str]
-    where: str
+    __slots__ = ("conn", "request_path", "headers", "where")
+
+    def __init__(
+        self,
+        conn: http.client.HTTPConnection,
+        request_path: str,
+        headers: Dict[str, str],
+        where: str,
+    ) -> None:
+        self.conn = conn
+        self.request_path = request_path
+        self.headers = headers
+        self.where = where
 
 
 def _target(cfg: AgentConfig, spec: TransferSpec, timeout: float) -> _Target:

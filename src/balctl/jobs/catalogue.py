@@ -5,8 +5,7 @@ Nothing outside this table can run: the control plane names a type, the agent lo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping
+from typing import Any, Callable, Dict, Mapping, NamedTuple
 
 from balctl.jobs import (
     admin_socket,
@@ -24,8 +23,7 @@ Check = Callable[[Any], Dict[str, Any]]
 Handler = Callable[[Dict[str, Any], JobContext], Outcome]
 
 
-@dataclass(frozen=True)
-class JobType:
+class JobType(NamedTuple):
     name: str
     check: Check
     run: Handler

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, NamedTuple, Optional
 
 from balctl.bounds import bound_output, one_line
@@ -23,8 +22,7 @@ class Outcome(NamedTuple):
     result: Optional[Dict[str, Any]] = None
 
 
-@dataclass(frozen=True)
-class Job:
+class Job(NamedTuple):
     """One job as the heartbeat answer hands it out (already claimed by the server)."""
 
     id: int
@@ -33,20 +31,32 @@ class Job:
     timeout_s: Optional[int] = None
 
 
-@dataclass
+def _no_restart() -> None:
+    pass
+
+
 class JobContext:
     """What a handler may use besides its parameters."""
 
-    job_id: int
-    cfg: AgentConfig
-    paths: HostPaths
-    deadline: Deadline
-    # Ask for the agent to restart once this job's completion has been delivered (agent.update).
-    request_restart: Callable[[], None] = field(default=lambda: None, repr=False)
+    __slots__ = ("job_id", "cfg", "paths", "deadline", "request_restart")
+
+    def __init__(
+        self,
+        job_id: int,
+        cfg: AgentConfig,
+        paths: HostPaths,
+        deadline: Deadline,
+        # Ask for the agent to restart once this job's completion has been delivered (agent.update).
+        request_restart: Callable[[], None] = _no_restart,
+    ) -> None:
+        self.job_id = job_id
+        self.cfg = cfg
+        self.paths = paths
+        self.deadline = deadline
+        self.request_restart = request_restart
 
 
-@dataclass(frozen=True)
-class Completion:
+class Completion(NamedTuple):
     """A finished job, as POST /api/agents/jobs/complete wants it (bounded at construction)."""
 
     job_id: int

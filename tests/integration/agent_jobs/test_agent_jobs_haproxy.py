@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import socket
@@ -186,7 +185,7 @@ def _under_systemd(host: Host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     and a systemctl stand-in is first on PATH; returns the file it records its calls in."""
     (host.root / "run/systemd/system").mkdir(parents=True)
     monkeypatch.delenv("BALCTL_HAPROXY_PIDFILE")
-    host.cfg = dataclasses.replace(host.cfg, haproxy_pidfile=None)
+    host.cfg = host.cfg._replace(haproxy_pidfile=None)
     host.runner = JobRunner(host.cfg, host.client, host.paths)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import dataclasses
+import logging
 import os
 import stat
 from pathlib import Path
@@ -141,7 +141,14 @@ def test_reader_names_the_bad_line(tmp_path: Path, line: str) -> None:
 
 
 def test_repr_never_shows_the_key() -> None:
-    assert KEY not in repr(_cfg())
+    cfg = _cfg()
+    # str(), formatting and a log line go through the same __repr__, as does a container's.
+    logged = logging.LogRecord("balctl", logging.INFO, __file__, 1, "cfg %s", (cfg,), None)
+    for shown in (repr(cfg), str(cfg), f"{cfg}", logged.getMessage(), repr([cfg])):
+        assert KEY not in shown
+        assert "key=" not in shown
+        assert "hostname='edge-1'" in shown and shown.count("AgentConfig(") == 1
+    assert cfg.key == KEY  # left out of the repr only
 
 
 # -- BALCTL_PROBE_INTERVAL_S --------------------------------------------------------------------
@@ -156,7 +163,7 @@ def test_probe_interval_defaults_to_a_fifth_of_a_second(agent_root: HostPaths) -
 
 
 def test_probe_interval_round_trips_through_agent_env(agent_root: HostPaths) -> None:
-    cfg = dataclasses.replace(_cfg(), probe_interval_s=0.1)
+    cfg = _cfg()._replace(probe_interval_s=0.1)
     save_config(cfg, agent_root)
     assert read_env_file(agent_root.agent_env)[PROBE_INTERVAL] == "0.1"
     assert load_config(agent_root, environ={}) == cfg

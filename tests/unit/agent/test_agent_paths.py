@@ -15,7 +15,7 @@ def test_default_root_uses_the_real_host_paths() -> None:
 
 def test_balctl_root_prefixes_every_path(tmp_path: Path) -> None:
     paths = HostPaths.from_env({"BALCTL_ROOT": str(tmp_path) + "/"})
-    every = [value for value in vars(paths).values() if isinstance(value, Path)]
+    every = [value for value in paths._asdict().values() if isinstance(value, Path)]
     every += [paths.pyz, paths.unit_file, paths.pidfile, paths.log_file]
     assert len(every) == 15
     for path in every:
