@@ -10,7 +10,9 @@ seconds (5 by default; beats in between omit these keys and the control plane ke
 - `topology`: listeners and backends parsed from the configuration files, sent when it changed
   since it was last sent, or every TOPOLOGY_EVERY_S;
 - `backup_files`: the files a haproxy backup would capture (backup_inventory.py), sent when they
-  changed, or every RESEND_EVERY_S.
+  changed, or every RESEND_EVERY_S;
+- `certificates`: the TLS certificates in /etc/haproxy/certs and those the configuration loads
+  with `crt` (cert_inventory.py), sent when they changed, or every 5 minutes.
 All socket I/O of one beat shares one deadline of SOCKET_BUDGET_S, so a hung HAProxy costs the
 heartbeat at most that; any failure only drops the enrichment for that beat.
 """
@@ -27,6 +29,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from balctl import runtime_api
 from balctl.backup_inventory import Inventory
+from balctl.cert_inventory import CertInventory
 from balctl.errors import RuntimeApiError
 from balctl.haproxy_cfg import Section, config_files, fingerprint, read_sections, topology
 from balctl.haproxy_stats import (
@@ -85,6 +88,7 @@ class Enricher:
         self._sections: Tuple[Any, Optional[List[Section]]] = (None, None)
         self._topology_sent: Tuple[str, float] = ("", 0.0)
         self._inventory = Inventory(paths)
+        self._certificates = CertInventory(paths)
 
     def extra(self) -> Dict[str, Any]:
         """The keys to add to this beat's `haproxy` block."""
@@ -103,6 +107,7 @@ class Enricher:
         """The beat that carried the last topology did not arrive: send it again next time."""
         self._topology_sent = ("", 0.0)
         self._inventory.lost()
+        self._certificates.lost()
 
     def _admin_socket_configured(self) -> bool:
         cfg = self.paths.haproxy_cfg
@@ -145,6 +150,13 @@ class Enricher:
             inventory = None
         if inventory is not None:
             block["backup_files"] = inventory
+        try:
+            certificates = self._certificates.due(now, sections or [])
+        except Exception:  # as above: the certificates alone are left out of this beat
+            logger.debug("certificate inventory failed", exc_info=True)
+            certificates = None
+        if certificates is not None:
+            block["certificates"] = certificates
         return block
 
     def _runtime(self, sockets: List[Path]) -> Optional[Dict[str, Any]]:

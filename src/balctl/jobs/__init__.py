@@ -10,4 +10,5 @@ admin_socket.py haproxy.admin_socket.enable / .disable (edit, validate, reload, 
 install.py      haproxy.install (also `balctl --provision-haproxy`)
 update.py       agent.update (also `balctl --update`)
 agent_logs.py   agent.logs (the agent's recent log lines, redacted by redact.py)
+tls_jobs.py     tls.acme_issue / tls.acme_renew_force (key and CSR here; the CP runs the order)
 """

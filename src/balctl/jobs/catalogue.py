@@ -14,6 +14,7 @@ from balctl.jobs import (
     haproxy_jobs,
     install,
     restore_job,
+    tls_jobs,
     update,
 )
 from balctl.jobs.model import JobContext, Outcome
@@ -49,4 +50,8 @@ CATALOGUE: Mapping[str, JobType] = _entries(
     JobType("backup.ufw", backup_jobs.check, backup_jobs.ufw_backup, 300.0),
     JobType("haproxy.restore", restore_job.check, restore_job.restore, 900.0),
     JobType("agent.logs", agent_logs.check, agent_logs.run_job, 60.0),
+    JobType("tls.acme_issue", tls_jobs.check, tls_jobs.issue, tls_jobs.DEFAULT_TIMEOUT_S),
+    JobType(
+        "tls.acme_renew_force", tls_jobs.check_forced, tls_jobs.issue, tls_jobs.DEFAULT_TIMEOUT_S
+    ),
 )

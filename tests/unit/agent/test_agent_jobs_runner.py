@@ -95,6 +95,8 @@ def test_the_catalogue_holds_every_documented_type() -> None:
         "haproxy.restore",
         "haproxy.server_state",
         "haproxy.validate",
+        "tls.acme_issue",
+        "tls.acme_renew_force",
     ]
 
 
