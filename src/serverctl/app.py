@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
 from serverctl import __version__
+from serverctl.api import acme as acme_api
 from serverctl.api import agents, backup_store, backups, dns, errors, jobs, operators, pools
 from serverctl.api import alerts as alerts_api
 from serverctl.api import metrics as metrics_api
@@ -109,6 +110,7 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     app.include_router(alerts_api.router)
     app.include_router(backups.router)
     app.include_router(backup_store.router)
+    app.include_router(acme_api.router)
     app.include_router(metrics_api.router)
     web.install(app)
     app.include_router(web_monitoring.router)

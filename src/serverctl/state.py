@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
+from serverctl.acme.settings import AcmeSettingsService
 from serverctl.backups.settings import BackupStores
 from serverctl.config import Settings
 from serverctl.crypto import SecretBox
@@ -57,6 +58,7 @@ class AppState:
     monitors: MemberMonitors
     backup_stores: BackupStores
     backups: BackupService
+    acme_settings: AcmeSettingsService
     metrics: Metrics = field(default_factory=Metrics)
     # What /metrics exposes: `metrics`, and the fleet read at scrape time (set by `build`).
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
@@ -113,6 +115,7 @@ class AppState:
             monitors=MemberMonitors(db, live, alerts),
             backup_stores=stores,
             backups=backups,
+            acme_settings=AcmeSettingsService(db, box),
             metrics=metrics,
             registry=build_registry(metrics, lambda: fleet_stats.read(db, live, utcnow())),
         )

@@ -55,6 +55,7 @@ ADMIN_ONLY = {
     "post /api/dns-providers",
     "delete /api/dns-providers/{provider_id}",
     "put /api/settings/smtp",
+    "put /api/settings/acme",
     "put /api/settings/backup-store",
     "post /api/settings/backup-store/test",
 }
