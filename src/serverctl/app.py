@@ -14,8 +14,10 @@ from fastapi.responses import PlainTextResponse
 
 from serverctl import __version__
 from serverctl.api import acme as acme_api
+from serverctl.api import agent_tls as agent_tls_api
 from serverctl.api import agents, backup_store, backups, dns, errors, jobs, operators, pools
 from serverctl.api import alerts as alerts_api
+from serverctl.api import certificates as certificates_api
 from serverctl.api import metrics as metrics_api
 from serverctl.api import support_bundle as support_api
 from serverctl.api.body_limit import BodyLimit
@@ -57,6 +59,11 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
             daemon=True,
         )
         alert_worker.start()
+        stop_tls = threading.Event()
+        tls_worker = threading.Thread(
+            target=state.tls_orders.run, args=(stop_tls,), name="tls-orders", daemon=True
+        )
+        tls_worker.start()
         tasks = [
             asyncio.create_task(evaluator.run(), name="failover"),
             asyncio.create_task(
@@ -79,6 +86,10 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
             stop_alerts.set()
             state.alerts.wakeup.set()
             await asyncio.to_thread(alert_worker.join, 15)
+            stop_tls.set()
+            state.tls_orders.wakeup.set()
+            # An order in flight may take minutes; it is failed as interrupted at the next start.
+            await asyncio.to_thread(tls_worker.join, 5)
             # Keep the last-seen times of a clean shutdown.
             await asyncio.to_thread(flush.flush_once, state.db, state.live, include_seen=True)
 
@@ -107,9 +118,11 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(dns.router)
     app.include_router(agents.router)
+    app.include_router(agent_tls_api.router)
     app.include_router(alerts_api.router)
     app.include_router(backups.router)
     app.include_router(backup_store.router)
+    app.include_router(certificates_api.router)
     app.include_router(acme_api.router)
     app.include_router(metrics_api.router)
     web.install(app)

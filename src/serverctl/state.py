@@ -30,6 +30,7 @@ from serverctl.domain.pool_dns import PoolDnsService
 from serverctl.domain.pools import PoolService
 from serverctl.domain.schedules import ScheduleService
 from serverctl.domain.smtp_settings import SmtpService
+from serverctl.domain.tls_orders import TlsOrders
 from serverctl.metrics import Metrics, build_registry
 
 
@@ -59,6 +60,7 @@ class AppState:
     backup_stores: BackupStores
     backups: BackupService
     acme_settings: AcmeSettingsService
+    tls_orders: TlsOrders
     metrics: Metrics = field(default_factory=Metrics)
     # What /metrics exposes: `metrics`, and the fleet read at scrape time (set by `build`).
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
@@ -85,6 +87,7 @@ class AppState:
         backups = BackupService(db, live, jobs, stores, alerts)
         for job_type in ("haproxy.backup", "backup.ufw", "haproxy.restore"):
             jobs.hooks[job_type] = backups
+        acme_settings = AcmeSettingsService(db, box)
         return cls(
             settings=settings,
             db=db,
@@ -115,7 +118,8 @@ class AppState:
             monitors=MemberMonitors(db, live, alerts),
             backup_stores=stores,
             backups=backups,
-            acme_settings=AcmeSettingsService(db, box),
+            acme_settings=acme_settings,
+            tls_orders=TlsOrders(db, accounts, acme_settings),
             metrics=metrics,
             registry=build_registry(metrics, lambda: fleet_stats.read(db, live, utcnow())),
         )

@@ -235,7 +235,7 @@ def test_concurrent_claims_hand_each_job_out_once_and_one_at_a_time(app_env, mem
 def test_recipe_runs_its_steps_in_order_and_completes_with_the_last(app_env, member):
     url = f"/api/pools/{member['pool_id']}/members/{member['id']}/recipes"
     listed = app_env.client.get(url).json()["items"]
-    assert [r["id"] for r in listed] == ["admin-socket"]
+    assert [r["id"] for r in listed] == ["admin-socket", "letsencrypt"]
     assert listed[0]["completed"] is None
     recipe_job = app_env.client.post(f"{url}/admin-socket/apply").json()["job_id"]
     jobs = app_env.state.jobs

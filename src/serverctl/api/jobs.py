@@ -38,6 +38,11 @@ class RecipeRun(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     idempotency_key: str | None = Field(default=None, max_length=128)
+    extra_names: list[str] | None = Field(
+        default=None,
+        max_length=9,
+        description="letsencrypt only: more names for the certificate, in the pool's zone.",
+    )
 
 
 class ScheduleCreate(BaseModel):
@@ -152,7 +157,8 @@ def apply_recipe(
     body: RecipeRun | None = None,
 ) -> dict[str, Any]:
     key = body.idempotency_key if body else None
-    job = state.jobs.start_recipe(who, pool_id, member_id, recipe_id, "apply", key)
+    options = {"extra_names": body.extra_names} if body and body.extra_names is not None else {}
+    job = state.jobs.start_recipe(who, pool_id, member_id, recipe_id, "apply", key, options)
     return {"job_id": job["id"]}
 
 

@@ -369,3 +369,32 @@ class BackupPolicy(Base):
     last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_by: Mapped[str] = mapped_column(String(128))
+
+
+class TlsOrder(Base):
+    """One certificate order for a `tls.acme_issue` / `tls.acme_renew_force` job: the agent's CSR,
+    then the CA's chain or error (domain/tls_orders.py). One per job: a new CSR for the same job
+    (the agent restarted) replaces it until it is finished. Kept 90 days: the back-offs and
+    Let's Encrypt's duplicate-certificate count are read from them."""
+
+    __tablename__ = "tls_orders"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("pools.id", ondelete="CASCADE"), index=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+    names: Mapped[list[str]] = mapped_column(JSONText)
+    # The names sorted and joined with ",": the exact name set the CA's limits count by.
+    names_key: Mapped[str] = mapped_column(String(2600), index=True)
+    csr: Mapped[str] = mapped_column(Text)
+    csr_sha256: Mapped[str] = mapped_column(String(64))
+    # pending → running → valid | failed
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    chain: Mapped[str | None] = mapped_column(Text, nullable=True)
+    not_after: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    serial: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Set when the CA answered rateLimited: no new order for this pool and name set before it.
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -8,8 +8,9 @@ a failover.
 The failover rules and the DNS publisher get `AlertService.hook`; they call it after their own
 transaction has committed (on SQLite a second writer inside it would wait on it).
 
-Member alerts (heartbeat lost, HAProxy down, rejected heartbeats) are raised by the member
-monitors (serverctl.domain.monitors), once per incident, and resolved when the condition clears.
+Member alerts (heartbeat lost, HAProxy down, rejected heartbeats, a TLS certificate expiring)
+are raised by the member monitors (serverctl.domain.monitors), once per incident, and resolved
+when the condition clears.
 """
 
 from __future__ import annotations
@@ -83,6 +84,15 @@ MEMBER_ALERTS: dict[str, MemberAlertKind] = {
         10_000,
         "refused requests in 5 minutes",
         "at least this many of the agent's requests refused within 5 minutes",
+    ),
+    "member.certificate_expiring": MemberAlertKind(
+        "TLS certificate expiring",
+        14,
+        1,
+        60,
+        "days",
+        "a certificate HAProxy loads (or the pool's failover certificate) expires within "
+        "this many days; automatic renewal starts at 30",
     ),
 }
 ALERT_TITLES = {

@@ -6,11 +6,19 @@ so an operator hears at once (422) what is wrong.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 from pydantic import ValidationError as PydanticValidationError
 
 from serverctl.errors import ValidationError
@@ -72,6 +80,52 @@ class AgentLogsParams(BaseModel):
     )
 
 
+_CERT_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def _cert_name(value: str) -> str:
+    """A name the agent puts in a CSR (balctl.tls_certs.dns_name_problem): lowercase, at least
+    two labels, no wildcard, no trailing dot, not an IP address."""
+    if value.startswith("*."):
+        raise ValueError(f"{value[:80]!r}: wildcard names are not supported")
+    if value != value.lower():
+        raise ValueError(f"{value[:80]!r} must be lowercase")
+    labels = value.split(".")
+    if len(labels) < 2 or not all(_CERT_LABEL.match(label) for label in labels):
+        raise ValueError(
+            f"{value[:80]!r} is not a DNS name: use lowercase letters, digits and hyphens in at "
+            "least two dot-separated labels, with no trailing dot"
+        )
+    if labels[-1].isdigit():
+        raise ValueError(f"{value[:80]!r} looks like an IP address, not a DNS name")
+    return value
+
+
+CertName = Annotated[
+    str, StringConstraints(min_length=1, max_length=253), AfterValidator(_cert_name)
+]
+MAX_CERT_NAMES = 10
+
+
+class TlsIssueParams(BaseModel):
+    """tls.acme_issue / tls.acme_renew_force, as the agent checks them (balctl.jobs.tls_jobs):
+    `names` starts with `fqdn`, the PEM's file name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fqdn: CertName
+    names: list[CertName] = Field(min_length=1, max_length=MAX_CERT_NAMES)
+    force: bool = Field(default=False, strict=True)
+
+    @model_validator(mode="after")
+    def _names(self) -> TlsIssueParams:
+        if len(set(self.names)) != len(self.names):
+            raise ValueError("names must not repeat a name")
+        if self.names[0] != self.fqdn:
+            raise ValueError(f"names must start with the fqdn {self.fqdn!r}")
+        return self
+
+
 @dataclass(frozen=True)
 class JobKind:
     name: str
@@ -116,6 +170,17 @@ CATALOGUE: dict[str, JobKind] = {
         JobKind("haproxy.restore", "Restore a backup", RestoreParams, 900, needs_haproxy=False),
         # Read by the support bundle (domain/support_bundle.py); redacted on the host.
         JobKind("agent.logs", "Send the agent's log", AgentLogsParams, 60, needs_haproxy=False),
+        # The control plane runs the ACME order between them (domain/tls_orders.py).
+        JobKind(
+            "tls.acme_issue", "Issue a TLS certificate", TlsIssueParams, 900, needs_haproxy=True
+        ),
+        JobKind(
+            "tls.acme_renew_force",
+            "Renew the TLS certificate now",
+            TlsIssueParams,
+            900,
+            needs_haproxy=True,
+        ),
     )
 }
 

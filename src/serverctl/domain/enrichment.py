@@ -85,6 +85,19 @@ class BackupFiles(TypedDict):
     truncated: NotRequired[bool]
 
 
+class Certificate(TypedDict):
+    # {"path", "referenced", "error"} for a file that is not a readable certificate; the
+    # others always carry the rest (balctl.cert_inventory).
+    path: Text
+    referenced: bool
+    subject: NotRequired[Text]
+    sans: NotRequired[Annotated[list[Text], msgspec.Meta(max_length=100)]]
+    issuer: NotRequired[Text]
+    not_after: NotRequired[Count]  # unix seconds
+    serial: NotRequired[Text]
+    error: NotRequired[Text]
+
+
 class Enrichment(TypedDict, total=False):
     admin_socket: bool
     admin_socket_configured: bool
@@ -92,6 +105,8 @@ class Enrichment(TypedDict, total=False):
     stats: Stats
     topology: Topology
     backup_files: BackupFiles
+    # The agent lists at most 100 files (balctl.cert_inventory.MAX_FILES).
+    certificates: Annotated[list[Certificate], msgspec.Meta(max_length=100)]
 
 
 _KEYS = frozenset(Enrichment.__annotations__)

@@ -191,18 +191,22 @@ class JobService:
         recipe_id: str,
         action: str,
         idempotency_key: str | None = None,
+        options: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         principal.require("operator")
         found = recipes.recipe(recipe_id)
-        steps = found.apply_steps if action == "apply" else found.disable_steps
-        if not steps:
+        if not (found.apply_steps if action == "apply" else found.disable_steps):
             raise ValidationError(f"recipe {recipe_id!r} has no {action} action")
+        with self.db.session() as s:
+            pool, _ = lookup.pool_member(s, pool_id, member_id)
+            # A pool-dependent recipe builds its steps' params from the pool (or says why not).
+            steps = found.steps(s, pool, action, options or {})
         return self.start_sequence(
             principal,
             pool_id,
             member_id,
             recipe_id,
-            [(step, {}) for step in steps],
+            steps,
             action=action,
             idempotency_key=idempotency_key,
         )
@@ -315,7 +319,7 @@ class JobService:
         """Each recipe with its completion state on the host and its latest run."""
         principal.require("viewer")
         with self.db.session() as s:
-            _, member = lookup.pool_member(s, pool_id, member_id)
+            pool, member = lookup.pool_member(s, pool_id, member_id)
             live = self.live.members.get(member_id)
             block = (live.haproxy if live else member.haproxy) or {}
             out = []
@@ -334,11 +338,10 @@ class JobService:
                         "id": found.id,
                         "title": found.title,
                         "description": found.description,
-                        "state_label": found.state_label,
-                        "completed": found.read_state(block),
+                        # state_label, completed, note; unavailable: why it cannot run yet
+                        **found.describe(s, pool, block),
                         "apply_steps": list(found.apply_steps),
                         "disable_steps": list(found.disable_steps),
-                        "note": found.operator_note,
                         "last_job": job_view(last, self._steps(s, last)) if last else None,
                     }
                 )

@@ -17,7 +17,7 @@ import msgspec
 
 from serverctl.domain.validation import IPNetwork, parse_networks
 
-RETAINED_KEYS = ("topology", "admin_socket", "backup_files")
+RETAINED_KEYS = ("topology", "admin_socket", "backup_files", "certificates")
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(dict[str, Any])
 

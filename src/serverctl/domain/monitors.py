@@ -1,4 +1,4 @@
-"""Per-member monitors: heartbeat lost, HAProxy down, rejected heartbeats.
+"""Per-member monitors: heartbeat lost, HAProxy down, rejected heartbeats, TLS certificates.
 
 Every couple of seconds (the alert loop) each member is checked against its thresholds
 (Member.alert_settings, defaults in serverctl.domain.alerts.MEMBER_ALERTS) from the live state:
@@ -8,7 +8,13 @@ Every couple of seconds (the alert loop) each member is checked against its thre
 - HAProxy down: in a pool with HAProxy monitored, the agent has reported HAProxy not running
   for longer than the threshold (judged only while heartbeats are fresh: a silent agent is the
   heartbeat alert's business);
-- rejected: at least the threshold's number of the agent's requests refused in 5 minutes.
+- rejected: at least the threshold's number of the agent's requests refused in 5 minutes;
+- certificate expiring: a certificate HAProxy loads, or the pool's failover certificate, has
+  fewer days left than the threshold (or has expired), from the agent's last reported list
+  (`haproxy.certificates`, serverctl.domain.certificates). Only members whose block carries
+  that list cost anything; the pool's DNS link (which file is the failover certificate) is
+  read once per pool and round, only while a certificate is within the threshold. Resolved
+  when no such certificate is within the threshold any more (renewed, or no longer loaded).
 
 An incident raises one alert; the open alert (no `resolved_at`) is the incident, so a restart
 does not raise it again. The alert is resolved when the condition clears or the alert is
@@ -25,9 +31,10 @@ from typing import Any, NamedTuple
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from serverctl.db.models import AgentRejection, Alert, Member, Pool
+from serverctl.db.models import AgentRejection, Alert, Member, Pool, PoolDns
 from serverctl.db.session import Database
 from serverctl.db.types import utcnow
+from serverctl.domain import certificates
 from serverctl.domain.alerts import (
     MEMBER_ALERTS,
     REJECTION_WINDOW_S,
@@ -41,6 +48,7 @@ log = logging.getLogger(__name__)
 # HAProxy's reported state is only believed while heartbeats are this fresh.
 FRESH_S = 15.0
 HEARTBEAT, HAPROXY, REJECTED = "member.heartbeat_lost", "member.haproxy_down", "member.rejected"
+CERTIFICATE = "member.certificate_expiring"
 
 
 class MemberRow(NamedTuple):
@@ -102,11 +110,14 @@ class MemberMonitors:
         self.alerts = alerts
         # When each (member, kind) condition that needs a duration was first seen.
         self._since: dict[tuple[int, str], datetime] = {}
+        # Pools' failover FQDNs, read during one round only when a certificate is due.
+        self._fqdns: dict[int, str | None] = {}
 
     def run_once(self, now: datetime | None = None) -> list[int]:
         """Check every member; raise new incidents, resolve cleared ones. Returns new ids."""
         now = now or utcnow()
         raised: list[tuple[int, int, str, Finding]] = []
+        self._fqdns = {}
         with self.db.session() as s:
             # Only the columns the checks read (the live state has the rest): whole rows, with
             # their JSON, took a good share of a core every round with thousands of members.
@@ -172,6 +183,13 @@ class MemberMonitors:
             REJECTED: (
                 rejected(subject, settings[REJECTED]["threshold"], counts.get(subject.member.id))
                 if settings[REJECTED]["enabled"]
+                else CLEAR
+            ),
+            CERTIFICATE: (
+                certificate_expiring(
+                    s, subject, settings[CERTIFICATE]["threshold"], now, self._fqdns
+                )
+                if settings[CERTIFICATE]["enabled"]
                 else CLEAR
             ),
         }
@@ -277,5 +295,75 @@ def rejected(subject: Subject, threshold: int, count: int | None) -> Finding:
             f"last {REJECTION_WINDOW_S // 60} minutes; alert threshold {threshold}.{reason}\n"
             "A rotated secret, a changed address (allowed IPs) or a renamed host are the usual "
             "causes: see the member's Health tab."
+        ),
+    )
+
+
+def certificate_expiring(
+    s: Session,
+    subject: Subject,
+    threshold: int,
+    now: datetime,
+    fqdns: dict[int, str | None] | None = None,
+) -> Finding:
+    """`fqdns`: the pools' failover FQDNs already read this round (filled in here)."""
+    if subject.live is None:
+        return UNKNOWN  # registered at start and on add: only a moment; no column read for it
+    entries = (subject.live.haproxy or {}).get("certificates")
+    if not entries:
+        return CLEAR
+    limit = now.timestamp() + threshold * certificates.DAY_S
+    soon = [
+        e
+        for e in entries
+        if isinstance(e, dict)
+        and isinstance(e.get("not_after"), int)
+        and e["not_after"] < limit
+        and "error" not in e
+    ]
+    if not soon:
+        return CLEAR
+    # Rare from here on (only while a certificate is due): which one is the failover one,
+    # read once per pool and round.
+    fqdns = {} if fqdns is None else fqdns
+    pool_id = subject.pool.id
+    if pool_id not in fqdns:
+        fqdns[pool_id] = certificates.failover_fqdn(s.get(PoolDns, pool_id))
+    path = certificates.failover_path(fqdns[pool_id])
+    views = [certificates.entry_view(e, now, path) for e in soon]
+    views = [v for v in views if certificates.watched(v)]
+    if not views:
+        return CLEAR
+    views.sort(key=lambda v: v["not_after"])
+    return _expiring_finding(subject, views, threshold)
+
+
+def _expiring_finding(subject: Subject, views: list[dict[str, Any]], threshold: int) -> Finding:
+    name, hostname = subject.pool.name, subject.member.hostname
+    first = views[0]
+    days = first["days_left"]
+    if first["status"] == "expired":
+        when = "has expired"
+    else:
+        when = f"expires in {days} day{'s' if days != 1 else ''}" if days else "expires today"
+    lines = []
+    for view in views:
+        names = ", ".join(view["sans"]) or view["subject"] or "(no names)"
+        state = "expired on" if view["status"] == "expired" else "expires on"
+        lines.append(
+            f"- {view['path']} ({names}) {state} {view['not_after']:%Y-%m-%d %H:%M} UTC"
+            + (" (the pool's failover certificate)" if view["failover_cert"] else "")
+        )
+    return Finding(
+        bad=True,
+        subject=f"[{name}] {hostname}: TLS certificate {when}",
+        message=(
+            f"A TLS certificate on {hostname} (pool {name}) {when}; alert threshold "
+            f"{threshold} days.\n"
+            + "\n".join(lines)
+            + '\nRenew it: run the recipe "Let\'s Encrypt (failover / HAProxy)" on the '
+            "member's Recipes tab, or queue the tls.acme_renew_force job (Control panel, or "
+            "Cron & Jobs for a schedule). A certificate from another CA: install the renewed "
+            "file and reload HAProxy. The alert resolves once the agent reports the new one."
         ),
     )

@@ -6,7 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from serverctl.errors import NotFound
+from sqlalchemy.orm import Session
+
+from serverctl.db.models import Pool
+from serverctl.domain import tls_recipe
+from serverctl.errors import NotFound, ValidationError
+
+Steps = list[tuple[str, dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -20,6 +26,31 @@ class Recipe:
     # From the member's last `haproxy` heartbeat block: True/False, or None when unknown.
     read_state: Callable[[dict[str, Any]], bool | None]
     operator_note: str = ""
+    # A recipe that depends on the pool: its apply steps with their params, built from the pool
+    # and the apply request's options (raising Conflict with what to do first)...
+    plan: Callable[[Session, Pool, dict[str, Any]], Steps] | None = None
+    # ...and its state_label / completed / note / unavailable (why it cannot be applied yet).
+    describe_for: Callable[[Session, Pool, dict[str, Any]], dict[str, Any]] | None = None
+
+    def steps(self, s: Session, pool: Pool, action: str, options: dict[str, Any]) -> Steps:
+        """The jobs to queue for `action`, with their params."""
+        if action == "apply" and self.plan is not None:
+            return self.plan(s, pool, options)
+        if options:
+            raise ValidationError(f"recipe {self.id!r} takes no options for {action}")
+        return [
+            (step, {}) for step in (self.apply_steps if action == "apply" else self.disable_steps)
+        ]
+
+    def describe(self, s: Session, pool: Pool, block: dict[str, Any]) -> dict[str, Any]:
+        if self.describe_for is not None:
+            return self.describe_for(s, pool, block)
+        return {
+            "state_label": self.state_label,
+            "completed": self.read_state(block),
+            "note": self.operator_note,
+            "unavailable": None,
+        }
 
 
 def _admin_socket_state(block: dict[str, Any]) -> bool | None:
@@ -44,6 +75,25 @@ RECIPES: dict[str, Recipe] = {
             disable_steps=("haproxy.admin_socket.disable",),
             read_state=_admin_socket_state,
             operator_note="The socket is local to the host (mode 600): it is not a public page.",
+        ),
+        Recipe(
+            id="letsencrypt",
+            title="Let's Encrypt (failover / HAProxy)",
+            description=(
+                "Makes a key and a certificate request on the host for the pool's failover name "
+                "(plus optional extra names in the same zone); the control plane answers Let's "
+                "Encrypt's DNS-01 challenge through the pool's DNS provider. The agent installs "
+                "the combined PEM at /etc/haproxy/certs/<fqdn>.pem (0600), validates, and "
+                "reloads when the configuration references it. A valid certificate for the same "
+                "names with more than 30 days left is kept, not ordered again."
+            ),
+            state_label="the configuration references /etc/haproxy/certs/<fqdn>.pem",
+            apply_steps=("tls.acme_issue",),
+            # Nothing to undo automatically: removing the `ssl crt` line is the operator's edit.
+            disable_steps=(),
+            read_state=lambda block: None,
+            plan=tls_recipe.plan,
+            describe_for=tls_recipe.describe,
         ),
     )
 }

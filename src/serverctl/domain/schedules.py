@@ -8,29 +8,64 @@ not once per missed time.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from croniter import croniter
 from sqlalchemy import select
 
-from serverctl.db.models import Member, Schedule
+from serverctl.db.models import Member, PoolDns, Schedule
 from serverctl.db.session import Database
 from serverctl.db.types import utcnow
+from serverctl.dns import names
 from serverctl.domain import audit, catalogue, lookup
 from serverctl.domain.jobs import Enqueue, JobService
 from serverctl.domain.principal import Principal
-from serverctl.errors import NotFound, ServerCTLError, ValidationError
+from serverctl.errors import Conflict, NotFound, ServerCTLError, ValidationError
 
 log = logging.getLogger(__name__)
 
-# Presets the Cron & Jobs tab offers first; more arrive with TLS and failover. A member's own
-# backup schedule (Restore Backups tab, domain/backups.py) is separate: both can exist.
+TLS_RENEW = "tls.acme_renew_force"
+# Presets the Cron & Jobs tab offers first. A member's own backup schedule (Restore Backups
+# tab, domain/backups.py) is separate: both can exist.
 PRESETS: dict[str, str] = {
     "haproxy.backup": "HAProxy backup",
     "haproxy.reload": "Reload HAProxy",
+    TLS_RENEW: "TLS force renew",
 }
 CRON_PRINCIPAL_ROLE = "operator"
+NO_FAILOVER_NAME = (
+    "{job} orders the certificate of the pool's failover name, and this pool has none: link "
+    "a DNS provider and set the failover label on the pool's Managed DNS tab first"
+)
+
+
+def tls_renew_params(link: PoolDns | None, given: dict[str, Any]) -> dict[str, Any]:
+    """tls.acme_renew_force's params for a pool: its failover FQDN (the certificate's name and
+    file, /etc/haproxy/certs/<fqdn>.pem), the names (the FQDN first, then any extra names the
+    operator gave), and force. Conflict (409) when the pool has no failover name."""
+    try:
+        fqdn = names.fqdn(link.label, link.zone) if link is not None and link.zone else None
+    except ValidationError:
+        fqdn = None
+    if fqdn is None:
+        raise Conflict(NO_FAILOVER_NAME.format(job=TLS_RENEW))
+    given_names = given.get("names", [])
+    if not isinstance(given_names, list) or not all(isinstance(n, str) for n in given_names):
+        # Not ours to repair: left as given, the catalogue's check names what is wrong.
+        return {**given, "fqdn": fqdn, "force": True}
+    # The old FQDN goes with the old failover name; other extra names stay.
+    extra = [n for n in given_names if n not in (fqdn, given.get("fqdn"))]
+    return {**given, "fqdn": fqdn, "names": [fqdn, *extra], "force": True}
+
+
+# Jobs whose params follow the pool rather than the operator's typing: the Cron & Jobs presets
+# queue them without params. They are filled in when the schedule is made and again each time
+# it runs, so a schedule follows a renamed failover label instead of renewing a stale name.
+POOL_PARAMS: dict[str, Callable[[PoolDns | None, dict[str, Any]], dict[str, Any]]] = {
+    TLS_RENEW: tls_renew_params,
+}
 
 
 def next_runs(expression: str, after: datetime, count: int = 3) -> list[datetime]:
@@ -85,6 +120,11 @@ class ScheduleService:
     ) -> dict[str, Any]:
         principal.require("operator")
         cron = check_cron(cron)
+        catalogue.kind(job_type)
+        if job_type in POOL_PARAMS:
+            with self.db.session() as s:
+                lookup.pool(s, pool_id)
+                params = POOL_PARAMS[job_type](s.get(PoolDns, pool_id), params or {})
         checked = catalogue.validate_params(job_type, params or {})
         if job_type == "agent.update":
             raise ValidationError("agent.update cannot be scheduled: run it when you upgrade")
@@ -178,12 +218,23 @@ class ScheduleService:
                     )
                 )
                 key = f"cron:{schedule.id}:{schedule.next_run_at.isoformat()}"
+                params = dict(schedule.params)
+                follow = POOL_PARAMS.get(schedule.job_type)
+                if follow is not None:
+                    try:
+                        params = follow(s.get(PoolDns, schedule.pool_id), params)
+                    except ServerCTLError as exc:
+                        # Skipped this time (the DNS link was removed): the next run tries again.
+                        log.warning(
+                            "schedule %s skips %s: %s", schedule.id, schedule.job_type, exc.message
+                        )
+                        targets = []
                 work.append(
                     (
                         schedule.id,
                         schedule.pool_id,
                         schedule.job_type,
-                        dict(schedule.params),
+                        params,
                         key,
                         targets,
                     )

@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, Response
 from serverctl.api.deps import State
 from serverctl.api.schemas import Id
 from serverctl.domain import catalogue
+from serverctl.domain.certificates import pool_certificates
 from serverctl.domain.jobs import Enqueue
 from serverctl.domain.schedules import PRESETS
 from serverctl.errors import ServerCTLError
@@ -91,7 +92,17 @@ def _tab(
 def status_tab(
     request: Request, pool_id: Id, member_id: Id, state: State, user: CurrentUser
 ) -> HTMLResponse:
-    return _tab(request, state, user, pool_id, member_id, "status", "member_status.html")
+    inventory = pool_certificates(state.db, state.live, user.principal, pool_id)
+    return _tab(
+        request,
+        state,
+        user,
+        pool_id,
+        member_id,
+        "status",
+        "member_status.html",
+        member_certificates=inventory.member(member_id),
+    )
 
 
 @router.get(MEMBER + "/status/live")

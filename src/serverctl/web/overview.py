@@ -12,6 +12,7 @@ from serverctl.agent_dist import install_command
 from serverctl.api.deps import State
 from serverctl.api.schemas import Id
 from serverctl.dns import registry
+from serverctl.domain.certificates import from_member_views
 from serverctl.errors import ServerCTLError
 from serverctl.state import AppState
 from serverctl.web.auth import CurrentUser, FormUser, WebUser
@@ -62,6 +63,7 @@ def overview_context(state: AppState, user: WebUser, pool_id: int) -> dict[str, 
         kpis=kpis(state, user, pool_id, members),
         flow=diagram(members),
         incident=state.failover.incident(pool_id),
+        certificates=from_member_views(pool_id, members, dns),
     )
     return context
 

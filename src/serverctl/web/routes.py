@@ -14,6 +14,7 @@ from serverctl.api.errors import json_error
 from serverctl.api.schemas import Id
 from serverctl.errors import AuthError, ServerCTLError, TooManyLogins
 from serverctl.web import (
+    acme_pages,
     backup_pages,
     backup_store_pages,
     dns_pages,
@@ -266,6 +267,7 @@ def install(app: FastAPI) -> None:
     app.include_router(backup_pages.router)
     app.include_router(dr_pages.router)
     app.include_router(backup_store_pages.router)
+    app.include_router(acme_pages.router)
 
     @app.exception_handler(LoginRequired)
     async def _login_required(request: Request, exc: LoginRequired) -> Response:
