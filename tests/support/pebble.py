@@ -20,15 +20,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO, Self
+from typing import IO
 
+from support.daemon import Daemon
 from support.tls import make_ca_and_server_cert
 from support.util import free_port
 
@@ -36,7 +36,7 @@ PEBBLE = shutil.which("pebble") or "/usr/bin/pebble"
 HOST = "127.0.0.1"
 
 
-class Pebble:
+class Pebble(Daemon):
     """pebble under `root` (config, TLS certificate and log), listening on 127.0.0.1 only."""
 
     def __init__(
@@ -82,9 +82,6 @@ class Pebble:
     def log_path(self) -> Path:
         return self.root / "pebble.log"
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
     # -- life -----------------------------------------------------------------------------------
 
     def start(self, timeout: float = 15.0) -> None:
@@ -121,30 +118,6 @@ class Pebble:
         except BaseException:
             self.stop()
             raise
-
-    def stop(self, timeout: float = 5.0) -> None:
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout)
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # -- asking it ------------------------------------------------------------------------------
 

@@ -20,7 +20,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -28,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO, Any, Self
+from typing import IO, Any
 
 import dns.exception
 import dns.flags
@@ -37,6 +36,7 @@ import dns.query
 import dns.rdatatype
 import dns.rdtypes.ANY.TXT
 
+from support.daemon import Daemon
 from support.util import free_port
 
 PDNS_SERVER = shutil.which("pdns_server") or "/usr/sbin/pdns_server"
@@ -77,7 +77,7 @@ default-soa-content=ns1.@ hostmaster.@ 1 10800 3600 604800 60
 """
 
 
-class PowerDNS:
+class PowerDNS(Daemon):
     """pdns_server under `root` (config, SQLite database, control socket and log)."""
 
     def __init__(
@@ -171,34 +171,6 @@ class PowerDNS:
             if first:  # half-made: make it again on the next start
                 self.database.unlink(missing_ok=True)
             raise
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the server (SIGTERM, then SIGKILL); its ports stop answering at once."""
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout)
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     # -- asking it ------------------------------------------------------------------------------
 
