@@ -14,6 +14,8 @@ from serverctl.config import Settings
 from serverctl.db.migrate import upgrade
 from serverctl.domain.principal import SYSTEM
 from serverctl.state import AppState
+from support.pebble import Pebble
+from support.powerdns import PowerDNS
 from support.server import ServerProcess, start_server, stop_process
 from support.smtp import SmtpServer
 
@@ -54,3 +56,17 @@ def smtp_server() -> collections.abc.Iterator[SmtpServer]:
     PUT /api/settings/smtp, `.wait_for(n)` the first n messages it took."""
     with SmtpServer() as smtp:
         yield smtp
+
+
+@pytest.fixture
+def pdns(tmp_path: Path) -> collections.abc.Iterator[PowerDNS]:
+    """A real PowerDNS authoritative server with the zone `demo.example` (support.powerdns)."""
+    with PowerDNS(tmp_path / "pdns") as server:
+        yield server
+
+
+@pytest.fixture
+def pebble(tmp_path: Path, pdns: PowerDNS) -> collections.abc.Iterator[Pebble]:
+    """A real Pebble ACME server whose DNS-01 checks ask `pdns` (support.pebble)."""
+    with Pebble(tmp_path / "pebble", pdns.nameserver) as ca:
+        yield ca

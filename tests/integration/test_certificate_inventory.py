@@ -208,12 +208,6 @@ def _beat(env, secret: str, hostname: str, ip: str, **haproxy: Any) -> None:
 
 
 @pytest.fixture
-def pdns(tmp_path):
-    with PowerDNS(tmp_path / "pdns") as server:
-        yield server
-
-
-@pytest.fixture
 def web_pool(app_env, pdns):
     state = app_env.state
     pool = state.pools.create_pool(SYSTEM, "edge", "haproxy")

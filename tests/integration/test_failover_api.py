@@ -11,7 +11,6 @@ import time
 import httpx2 as httpx
 import pytest
 
-from support.powerdns import PowerDNS
 from support.server import start_server, stop_process
 from support.util import wait_until
 
@@ -60,12 +59,6 @@ class Beater:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
-
-
-@pytest.fixture
-def pdns(tmp_path):
-    with PowerDNS(tmp_path / "pdns") as server:
-        yield server
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import re
 import pytest
 
 from serverctl.domain.principal import SYSTEM
-from support.powerdns import PowerDNS
 from support.util import free_port, wait_until
 from support.webui import heartbeat, login
 
@@ -22,12 +21,6 @@ def pool(app_env):
     created = state.pools.create_pool(SYSTEM, "edge", "haproxy")
     member = state.pools.add_member(SYSTEM, created["id"], "edge-1", [EDGE_1])
     return {"id": created["id"], "secret": member.secret}
-
-
-@pytest.fixture
-def pdns(tmp_path):
-    with PowerDNS(tmp_path / "pdns") as server:
-        yield server
 
 
 def _provider(env, pdns, name="pdns-main"):

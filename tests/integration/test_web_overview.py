@@ -8,7 +8,6 @@ import re
 import pytest
 
 from serverctl.domain.principal import SYSTEM
-from support.powerdns import PowerDNS
 from support.util import wait_until
 from support.webui import heartbeat, login
 
@@ -23,12 +22,6 @@ def pool(app_env):
     one = state.pools.add_member(SYSTEM, created["id"], "edge-1", [EDGE_1])
     two = state.pools.add_member(SYSTEM, created["id"], "edge-2", [EDGE_2])
     return {"id": created["id"], "secrets": {"edge-1": one.secret, "edge-2": two.secret}}
-
-
-@pytest.fixture
-def pdns(tmp_path):
-    with PowerDNS(tmp_path / "pdns") as server:
-        yield server
 
 
 def _beat(env, pool, *hostnames):

@@ -3,26 +3,11 @@ DNS-01 lookups go to it, and the control plane's state configured to order from 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from serverctl.domain.principal import SYSTEM
 from support.pebble import Pebble
 from support.powerdns import PowerDNS
-
-
-@pytest.fixture
-def pdns(tmp_path: Path) -> Iterator[PowerDNS]:
-    with PowerDNS(tmp_path / "pdns") as server:
-        yield server
-
-
-@pytest.fixture
-def pebble(tmp_path: Path, pdns: PowerDNS) -> Iterator[Pebble]:
-    with Pebble(tmp_path / "pebble", pdns.nameserver) as ca:
-        yield ca
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -59,18 +58,6 @@ class TlsWorld:
         assert answer.status_code == 202, answer.text
         job_id: int = answer.json()["job_id"]
         return job_id
-
-
-@pytest.fixture
-def pdns(tmp_path: Path) -> Iterator[PowerDNS]:
-    with PowerDNS(tmp_path / "pdns") as server:
-        yield server
-
-
-@pytest.fixture
-def pebble(tmp_path: Path, pdns: PowerDNS) -> Iterator[Pebble]:
-    with Pebble(tmp_path / "pebble", pdns.nameserver) as ca:
-        yield ca
 
 
 @pytest.fixture
