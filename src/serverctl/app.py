@@ -27,6 +27,7 @@ from serverctl.loops import alerts as alerts_loop
 from serverctl.loops import backups as backups_loop
 from serverctl.loops import flush
 from serverctl.loops import jobs as jobs_loop
+from serverctl.loops import tls_renewal as tls_renewal_loop
 from serverctl.loops.failover import Evaluator
 from serverctl.state import AppState
 from serverctl.web import monitoring as web_monitoring
@@ -72,6 +73,10 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
             asyncio.create_task(jobs_loop.run(state.jobs, state.schedules), name="jobs"),
             asyncio.create_task(alerts_loop.run_monitors(state.monitors), name="monitors"),
             asyncio.create_task(backups_loop.run(state.backups), name="backups"),
+            asyncio.create_task(
+                tls_renewal_loop.run(state.tls_renewal, settings.tls_renew_check_s),
+                name="tls-renewal",
+            ),
         ]
         try:
             yield

@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     failover_tick_s: float = Field(
         default=1.0, ge=0.1, le=10, description="How often the failover evaluator runs."
     )
+    tls_renew_check_s: float = Field(
+        default=3600.0,
+        ge=0.2,
+        le=86_400,
+        description="How often certificates within 30 days of expiry are looked for and "
+        "renewed (one member per pool per round).",
+    )
     config_file: Path | None = None
 
     @field_validator("trusted_proxies", mode="before")

@@ -30,7 +30,8 @@ from serverctl.domain.pool_dns import PoolDnsService
 from serverctl.domain.pools import PoolService
 from serverctl.domain.schedules import ScheduleService
 from serverctl.domain.smtp_settings import SmtpService
-from serverctl.domain.tls_orders import TlsOrders
+from serverctl.domain.tls_orders import ORDER_JOBS, TlsOrders
+from serverctl.domain.tls_renewal import TlsRenewal
 from serverctl.metrics import Metrics, build_registry
 
 
@@ -61,6 +62,7 @@ class AppState:
     backups: BackupService
     acme_settings: AcmeSettingsService
     tls_orders: TlsOrders
+    tls_renewal: TlsRenewal
     metrics: Metrics = field(default_factory=Metrics)
     # What /metrics exposes: `metrics`, and the fleet read at scrape time (set by `build`).
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
@@ -88,6 +90,9 @@ class AppState:
         for job_type in ("haproxy.backup", "backup.ufw", "haproxy.restore"):
             jobs.hooks[job_type] = backups
         acme_settings = AcmeSettingsService(db, box)
+        renewal = TlsRenewal(db, live, jobs, alerts)
+        for job_type in ORDER_JOBS:
+            jobs.hooks[job_type] = renewal
         return cls(
             settings=settings,
             db=db,
@@ -120,6 +125,7 @@ class AppState:
             backups=backups,
             acme_settings=acme_settings,
             tls_orders=TlsOrders(db, accounts, acme_settings),
+            tls_renewal=renewal,
             metrics=metrics,
             registry=build_registry(metrics, lambda: fleet_stats.read(db, live, utcnow())),
         )

@@ -40,6 +40,7 @@ POOL_ALERTS: dict[str, tuple[str, bool]] = {
     "failover.cooldown": ("Automatic failover held back by the cool-down", True),
     "dns.failing": ("A DNS update keeps failing", True),
     "backup.failed": ("A backup failed", True),
+    "tls.certificate_failed": ("TLS certificate order failed", True),
 }
 
 

@@ -342,6 +342,7 @@ class JobService:
                         **found.describe(s, pool, block),
                         "apply_steps": list(found.apply_steps),
                         "disable_steps": list(found.disable_steps),
+                        "options": list(found.options),
                         "last_job": job_view(last, self._steps(s, last)) if last else None,
                     }
                 )
@@ -618,7 +619,10 @@ class JobService:
                 s,
                 parent,
                 JobState.COMPLETED,
-                f"all {len(steps)} steps completed",
+                # The last step's own summary says what was done ("installed ...", "kept ...").
+                f"{len(steps)} of {len(steps)} steps completed: {step.summary}"
+                if len(steps) > 1
+                else f"completed: {step.summary}",
                 step.output,
                 step.result,
             )

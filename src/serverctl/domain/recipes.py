@@ -31,6 +31,8 @@ class Recipe:
     plan: Callable[[Session, Pool, dict[str, Any]], Steps] | None = None
     # ...and its state_label / completed / note / unavailable (why it cannot be applied yet).
     describe_for: Callable[[Session, Pool, dict[str, Any]], dict[str, Any]] | None = None
+    # The apply request's options the recipe takes (the web form offers a field for each).
+    options: tuple[str, ...] = ()
 
     def steps(self, s: Session, pool: Pool, action: str, options: dict[str, Any]) -> Steps:
         """The jobs to queue for `action`, with their params."""
@@ -81,8 +83,9 @@ RECIPES: dict[str, Recipe] = {
             title="Let's Encrypt (failover / HAProxy)",
             description=(
                 "Makes a key and a certificate request on the host for the pool's failover name "
-                "(plus optional extra names in the same zone); the control plane answers Let's "
-                "Encrypt's DNS-01 challenge through the pool's DNS provider. The agent installs "
+                "(plus optional extra names in the same zone); the control plane orders the "
+                "certificate from the ACME CA in Settings → TLS and answers its DNS-01 challenge "
+                "through the pool's DNS provider. The agent installs "
                 "the combined PEM at /etc/haproxy/certs/<fqdn>.pem (0600), validates, and "
                 "reloads when the configuration references it. A valid certificate for the same "
                 "names with more than 30 days left is kept, not ordered again."
@@ -94,6 +97,7 @@ RECIPES: dict[str, Recipe] = {
             read_state=lambda block: None,
             plan=tls_recipe.plan,
             describe_for=tls_recipe.describe,
+            options=tls_recipe.OPTIONS,
         ),
     )
 }

@@ -117,7 +117,7 @@ class TlsOrders:
                     )
                 names = [str(n) for n in job.params.get("names") or []]
                 self._check_csr(s, job, names, csr_pem)
-                self._check_limits(s, job.pool_id, names)
+                self.check_limits(s, job.pool_id, names)
                 order = found or TlsOrder(
                     pool_id=job.pool_id, member_id=member_id, job_id=job.id, created_at=utcnow()
                 )
@@ -180,7 +180,9 @@ class TlsOrders:
             )
 
     @staticmethod
-    def _check_limits(s: Session, pool_id: int, names: list[str]) -> None:
+    def check_limits(s: Session, pool_id: int, names: list[str]) -> None:
+        """Conflict when the CA's rate-limit back-off or the duplicate-certificate limit holds
+        for this name set (also asked by the automatic renewal before it queues a job)."""
         key = names_key(names)
         now = utcnow()
         backed_off = s.scalar(

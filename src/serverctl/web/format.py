@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
 from jinja2 import Environment
+from markupsafe import Markup, escape
+
+_TICKS = re.compile(r"`([^`]+)`")
 
 
 def when(value: datetime | None) -> str:
@@ -49,7 +53,14 @@ def duration(job: dict[str, Any]) -> str:
     return f"{(finished - started).total_seconds():.1f} s"
 
 
+def ticks(text: str | None) -> Markup:
+    """Escaped text whose `quoted` parts (configuration lines, paths, job names in the domain's
+    own wording) are shown as code."""
+    return Markup(_TICKS.sub(r"<code>\1</code>", str(escape(text or ""))))
+
+
 def register_filters(env: Environment) -> None:
+    env.filters["ticks"] = ticks
     env.filters["bytes"] = size
     env.filters["duration"] = duration
     env.filters["when"] = when

@@ -205,11 +205,17 @@ def run_recipe(
     action: str,
     state: State,
     user: FormUser,
+    extra_names: Annotated[str, Form(max_length=2400)] = "",
 ) -> Response:
     if action not in ("apply", "disable"):
         return redirect(_page("recipes", pool_id, member_id))
+    # The form's one option today: the letsencrypt recipe's extra names, space/comma separated.
+    extra = extra_names.replace(",", " ").split()
+    options = {"extra_names": extra} if extra else None
     try:
-        state.jobs.start_recipe(user.principal, pool_id, member_id, recipe_id, action)
+        state.jobs.start_recipe(
+            user.principal, pool_id, member_id, recipe_id, action, options=options
+        )
     except ServerCTLError as exc:
         return _tab(
             request,

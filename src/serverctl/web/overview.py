@@ -64,6 +64,7 @@ def overview_context(state: AppState, user: WebUser, pool_id: int) -> dict[str, 
         flow=diagram(members),
         incident=state.failover.incident(pool_id),
         certificates=from_member_views(pool_id, members, dns),
+        cert_failures=state.tls_renewal.open_failures(pool_id),
     )
     return context
 

@@ -15,6 +15,7 @@ from serverctl.acme.client import RATE_LIMITED, AcmeError
 from serverctl.db.models import TlsOrder
 from serverctl.db.types import utcnow
 from serverctl.domain.principal import SYSTEM
+from support.webui import login
 
 
 def _recipe(env, pool_id, member_id):
@@ -249,3 +250,27 @@ def test_the_recipe_is_complete_when_the_configuration_references_the_pem(world)
     assert _recipe(world.env, world.pool_id, world.member_id)["completed"] is False
     beat(True)
     assert _recipe(world.env, world.pool_id, world.member_id)["completed"] is True
+
+
+def test_the_recipe_card_takes_extra_names_from_its_form(world):
+    """The Recipes tab's field: space- or comma-separated names, queued like the API's list."""
+    recipes = f"/pools/{world.pool_id}/members/{world.member_id}/recipes"
+    csrf = login(world.env)
+    card = world.env.client.get(recipes).text
+    assert 'name="extra_names"' in card
+    answer = world.env.client.post(
+        f"{recipes}/letsencrypt/apply",
+        data={"csrf_token": csrf, "extra_names": "www.demo.example, API.demo.example"},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303, answer.text
+    step = world.claim()[0]
+    assert step["params"]["names"] == [FQDN, "www.demo.example", "api.demo.example"]
+    # A name outside the zone is refused on the page with the recipe's own reason.
+    refused = world.env.client.post(
+        f"{recipes}/letsencrypt/apply",
+        data={"csrf_token": csrf, "extra_names": "www.elsewhere.example"},
+        follow_redirects=False,
+    )
+    assert refused.status_code == 422
+    assert "elsewhere.example" in refused.text
