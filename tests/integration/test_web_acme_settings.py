@@ -16,8 +16,9 @@ from sqlalchemy import select, update
 
 from serverctl.acme.settings import LETS_ENCRYPT, LETS_ENCRYPT_STAGING
 from serverctl.db.models import AppSetting, AuditEntry, DnsProviderAccount, PoolDns, Schedule
+from serverctl.domain.pool_job_params import TLS_RENEW, tls_renew_params
 from serverctl.domain.principal import SYSTEM
-from serverctl.domain.schedules import PRESETS, TLS_RENEW, tls_renew_params
+from serverctl.domain.schedules import PRESETS
 from serverctl.errors import Conflict
 from support.tls import TEST_CA_PEM
 from support.webui import login

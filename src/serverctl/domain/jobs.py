@@ -22,12 +22,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from serverctl.agent_dist import build_zipapp
-from serverctl.db.models import Job, Member, Pool
+from serverctl.db.models import Job, Member, Pool, PoolDns
 from serverctl.db.session import Database
 from serverctl.db.types import utcnow
 from serverctl.domain import audit, catalogue, lookup, recipes
 from serverctl.domain.catalogue import RECIPE_JOB, TERMINAL, JobState
 from serverctl.domain.live import LiveState
+from serverctl.domain.pool_job_params import POOL_PARAMS
 from serverctl.domain.principal import Principal
 from serverctl.errors import Conflict, NotFound, ServerCTLError, ValidationError
 
@@ -150,6 +151,10 @@ class JobService:
         params = request.params
         if request.job_type == "agent.update":
             params = self._agent_update_params(request)
+        if request.job_type in POOL_PARAMS:
+            with self.db.session() as s:
+                pool = lookup.pool(s, request.pool_id)
+                params = POOL_PARAMS[request.job_type](s.get(PoolDns, pool.id), params or {})
         params = catalogue.validate_params(request.job_type, params)
         timeout = request.timeout_s or catalogue.kind(request.job_type).timeout_s
         if not 5 <= timeout <= 86_400:

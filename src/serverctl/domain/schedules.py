@@ -8,7 +8,6 @@ not once per missed time.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -18,15 +17,14 @@ from sqlalchemy import select
 from serverctl.db.models import Member, PoolDns, Schedule
 from serverctl.db.session import Database
 from serverctl.db.types import utcnow
-from serverctl.dns import names
 from serverctl.domain import audit, catalogue, lookup
 from serverctl.domain.jobs import Enqueue, JobService
+from serverctl.domain.pool_job_params import POOL_PARAMS, TLS_RENEW
 from serverctl.domain.principal import Principal
-from serverctl.errors import Conflict, NotFound, ServerCTLError, ValidationError
+from serverctl.errors import NotFound, ServerCTLError, ValidationError
 
 log = logging.getLogger(__name__)
 
-TLS_RENEW = "tls.acme_renew_force"
 # Presets the Cron & Jobs tab offers first. A member's own backup schedule (Restore Backups
 # tab, domain/backups.py) is separate: both can exist.
 PRESETS: dict[str, str] = {
@@ -35,37 +33,6 @@ PRESETS: dict[str, str] = {
     TLS_RENEW: "TLS force renew",
 }
 CRON_PRINCIPAL_ROLE = "operator"
-NO_FAILOVER_NAME = (
-    "{job} orders the certificate of the pool's failover name, and this pool has none: link "
-    "a DNS provider and set the failover label on the pool's Managed DNS tab first"
-)
-
-
-def tls_renew_params(link: PoolDns | None, given: dict[str, Any]) -> dict[str, Any]:
-    """tls.acme_renew_force's params for a pool: its failover FQDN (the certificate's name and
-    file, /etc/haproxy/certs/<fqdn>.pem), the names (the FQDN first, then any extra names the
-    operator gave), and force. Conflict (409) when the pool has no failover name."""
-    try:
-        fqdn = names.fqdn(link.label, link.zone) if link is not None and link.zone else None
-    except ValidationError:
-        fqdn = None
-    if fqdn is None:
-        raise Conflict(NO_FAILOVER_NAME.format(job=TLS_RENEW))
-    given_names = given.get("names", [])
-    if not isinstance(given_names, list) or not all(isinstance(n, str) for n in given_names):
-        # Not ours to repair: left as given, the catalogue's check names what is wrong.
-        return {**given, "fqdn": fqdn, "force": True}
-    # The old FQDN goes with the old failover name; other extra names stay.
-    extra = [n for n in given_names if n not in (fqdn, given.get("fqdn"))]
-    return {**given, "fqdn": fqdn, "names": [fqdn, *extra], "force": True}
-
-
-# Jobs whose params follow the pool rather than the operator's typing: the Cron & Jobs presets
-# queue them without params. They are filled in when the schedule is made and again each time
-# it runs, so a schedule follows a renamed failover label instead of renewing a stale name.
-POOL_PARAMS: dict[str, Callable[[PoolDns | None, dict[str, Any]], dict[str, Any]]] = {
-    TLS_RENEW: tls_renew_params,
-}
 
 
 def next_runs(expression: str, after: datetime, count: int = 3) -> list[datetime]:

@@ -274,3 +274,27 @@ def test_the_recipe_card_takes_extra_names_from_its_form(world):
     )
     assert refused.status_code == 422
     assert "elsewhere.example" in refused.text
+
+
+def test_renew_now_takes_its_params_from_the_pool(world):
+    """The Control panel's "Renew TLS certificate now" posts only the job type, as may the API:
+    the pool's failover name fills in fqdn, names and force."""
+    control = f"/pools/{world.pool_id}/members/{world.member_id}"
+    api_job = world.api.post(
+        f"/api/pools/{world.pool_id}/members/{world.member_id}/jobs",
+        json={"type": "tls.acme_renew_force"},
+    )
+    assert api_job.status_code == 202, api_job.text
+    csrf = login(world.env)
+    assert 'data-job="tls.acme_renew_force"' in world.env.client.get(f"{control}/control").text
+    answer = world.env.client.post(
+        f"{control}/jobs",
+        data={"csrf_token": csrf, "job_type": "tls.acme_renew_force"},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303, answer.text
+    renewals, _ = world.env.state.jobs.list_jobs(
+        SYSTEM, world.pool_id, world.member_id, job_type="tls.acme_renew_force"
+    )
+    assert len(renewals) == 2
+    assert all(j["params"] == {"fqdn": FQDN, "names": [FQDN], "force": True} for j in renewals)
