@@ -9,17 +9,15 @@ refused on read when group or others may read it (as certbot does for credential
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import stat
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from balctl import validate
 from balctl.errors import ConfigError
-from balctl.files import fsync_dir
+from balctl.files import write_private
 from balctl.paths import HostPaths
 
 SERVER = "BALCTL_SERVER"
@@ -118,19 +116,7 @@ def write_env_file(path: Path, values: Mapping[str, str]) -> None:
         lines.append(f"{name}={quote(value)}\n")
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
-    # mkstemp creates the file 0600 from the start, so the secret is never briefly readable.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write("".join(lines))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
+    write_private(path, "".join(lines).encode("utf-8"))
 
 
 def save_config(cfg: AgentConfig, paths: HostPaths) -> Path:

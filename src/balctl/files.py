@@ -13,7 +13,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 BACKUP_SUFFIX = ".balctl-backup"
 
@@ -24,17 +24,32 @@ def replace_file(path: Path, data: bytes, default_mode: int = 0o644) -> None:
         old: Optional[os.stat_result] = path.stat()
     except FileNotFoundError:
         old = None
+    owner = None
+    if old is not None and (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+        owner = (old.st_uid, old.st_gid)
+    _write(path, data, stat.S_IMODE(old.st_mode) if old else default_mode, owner)
+
+
+def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write `data` to `path` atomically with `mode`, whatever the mode of the file it replaces:
+    a secret (agent.env, a private key) never inherits a looser mode."""
+    _write(path, data, mode, None)
+
+
+def _write(path: Path, data: bytes, mode: int, owner: Optional[Tuple[int, int]]) -> None:
+    # mkstemp makes the file 0600, and the mode is set before the first byte: a secret is never
+    # briefly readable by others.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-            os.fchmod(handle.fileno(), stat.S_IMODE(old.st_mode) if old else default_mode)
-            if old is not None and (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+            if owner is not None:
                 # Only root may give a file away; without that right the new file stays ours.
                 with contextlib.suppress(PermissionError):
-                    os.fchown(handle.fileno(), old.st_uid, old.st_gid)
+                    os.fchown(handle.fileno(), *owner)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

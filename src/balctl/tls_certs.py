@@ -20,7 +20,6 @@ wildcard needs the control plane to set two values on one record: not supported 
 from __future__ import annotations
 
 import calendar
-import contextlib
 import os
 import re
 import shutil
@@ -30,7 +29,6 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 from balctl import proc
 from balctl.errors import JobError
-from balctl.files import fsync_dir
 from balctl.paths import HostPaths
 
 OPENSSL_MISSING = "openssl is not installed on this host: install the openssl package"
@@ -282,21 +280,3 @@ def parse_openssl_date(text: str) -> int:
     month = _MONTHS[match.group(1)]
     day, hour, minute, second, year = (int(match.group(i)) for i in (2, 3, 4, 5, 6))
     return calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
-
-
-def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write `data` to `path` atomically with `mode` (a temporary file in the same folder,
-    fsynced, renamed; the folder fsynced), whatever the mode of the file it replaces."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)  # before the first byte: mkstemp made it 0600
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from balctl import haproxy_ctl, proc, tls_certs
 from balctl.config import AgentConfig
 from balctl.errors import AgentError, JobError, ParamError, TransportError
-from balctl.files import fsync_dir
+from balctl.files import fsync_dir, write_private
 from balctl.haproxy_cfg import config_files, read_sections
 from balctl.haproxy_refs import HostTree, closure, references
 from balctl.jobs import params as p
@@ -332,7 +332,7 @@ def _install(
     previous: Optional[Tuple[bytes, int]] = None
     if target.is_file():
         previous = (target.read_bytes(), target.stat().st_mode & 0o7777)
-    tls_certs.write_private(target, combined)
+    write_private(target, combined)
     output.append(f"wrote {logical} (0600)")
     check = haproxy_ctl.validate(ctx.paths, deadline)
     output.append(check.output.rstrip("\n"))
@@ -371,7 +371,7 @@ def _put_back(target: Path, previous: Optional[Tuple[bytes, int]]) -> str:
         if previous is None:
             os.unlink(target)
             return f"removed the new {target.name}"
-        tls_certs.write_private(target, previous[0], previous[1])
+        write_private(target, previous[0], previous[1])
         return f"restored the previous {target.name}"
     except OSError as exc:
         return f"and could not put the previous {target.name} back: {exc}"

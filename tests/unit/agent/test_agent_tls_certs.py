@@ -12,6 +12,7 @@ import pytest
 from agent_tls_fakes import TestCA, openssl, serial_of
 
 from balctl import tls_certs
+from balctl.files import write_private
 from balctl.paths import HostPaths
 from balctl.proc import Deadline
 
@@ -149,7 +150,7 @@ def test_write_private_is_0600_whatever_it_replaces(tmp_path: Path) -> None:
     target = tmp_path / "x.pem"
     target.write_text("old")
     target.chmod(0o644)
-    tls_certs.write_private(target, b"new")
+    write_private(target, b"new")
     assert target.read_bytes() == b"new"
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["x.pem"]
