@@ -12,7 +12,7 @@ import httpx2 as httpx
 import pytest
 
 from serverctl.acme.settings import LETS_ENCRYPT_STAGING
-from support.browser import chromium
+from support.browser import chromium, login
 from support.server import start_server, stop_process
 
 pytestmark = pytest.mark.browser
@@ -28,11 +28,7 @@ def server(tmp_path):
 def test_an_admin_picks_staging_and_sees_the_saved_settings(server, tmp_path):
     with chromium(tmp_path) as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(f"{server.url}/login")
-        page.fill("input[name=name]", "admin")
-        page.fill("input[name=password]", server.admin_password)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{server.url}/pools")
+        login(page, server.url, server.admin_password)
 
         page.click("header.top nav a:text-is('TLS')")
         page.wait_for_url(f"{server.url}/settings/tls")

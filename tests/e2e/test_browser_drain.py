@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from support.agent import Agent, download_zipapp
-from support.browser import chromium
+from support.browser import chromium, login
 from support.haproxy import HAProxy
 from support.util import free_port, wait_until
 
@@ -40,11 +40,7 @@ def test_drain_from_the_control_panel_shows_on_status(server, tmp_path):
         base = f"{server.url}/pools/{pool['id']}/members/{member['id']}"
         with chromium(tmp_path) as browser:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.goto(f"{server.url}/login")
-            page.fill("input[name=name]", "admin")
-            page.fill("input[name=password]", server.admin_password)
-            page.click("button[type=submit]")
-            page.wait_for_url(f"{server.url}/pools")
+            login(page, server.url, server.admin_password)
 
             page.goto(f"{base}/control")
             drain = page.locator('tr[data-server="app/app1"] button[data-action="drain"]')

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from support.agent import stop_background_agent
-from support.browser import chromium
+from support.browser import chromium, login
 from support.haproxy import HAProxy
 from support.util import free_port
 
@@ -26,11 +26,7 @@ def test_enrol_a_member_from_the_browser_and_see_it_turn_green(server, tmp_path)
     try:
         with chromium(tmp_path) as browser:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.goto(f"{server.url}/")
-            page.fill("input[name=name]", "admin")
-            page.fill("input[name=password]", server.admin_password)
-            page.click("button[type=submit]")
-            page.wait_for_url(f"{server.url}/pools")
+            login(page, server.url, server.admin_password)
 
             page.check("input[name=template][value=haproxy]")
             page.fill("#add-pool input[name=name]", "production-edge")

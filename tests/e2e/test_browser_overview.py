@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from support.browser import chromium
+from support.browser import chromium, login
 from support.fleet import Fleet
 from support.server import start_server, stop_process
 
@@ -33,11 +33,7 @@ def test_make_active_from_the_overview_moves_the_diagram_and_the_record(fleet, t
     server, pool_id = fleet.server, fleet.pool["id"]
     with chromium(tmp_path) as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(f"{server.url}/login")
-        page.fill("input[name=name]", "admin")
-        page.fill("input[name=password]", server.admin_password)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{server.url}/pools")
+        login(page, server.url, server.admin_password)
 
         page.goto(f"{server.url}/pools/{pool_id}")
         page.wait_for_selector(ACTIVE_NODE.format(id=edge_1.id) + '[data-state="healthy"]')

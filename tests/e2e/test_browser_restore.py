@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Page
 
 from support.agent import Agent, download_zipapp
-from support.browser import chromium
+from support.browser import chromium, login
 from support.haproxy import HAProxy
 from support.util import free_port, wait_until
 
@@ -25,14 +25,6 @@ CONFIG = "/etc/haproxy/haproxy.cfg"
 
 def _served(haproxy: HAProxy) -> str:
     return httpx.get(f"http://{haproxy.bind}/", timeout=5).text.strip()
-
-
-def _login(page: Page, url: str, password: str) -> None:
-    page.goto(f"{url}/login")
-    page.fill("input[name=name]", "admin")
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{url}/pools")
 
 
 def _wait_for_diff(page: Page, path: str) -> None:
@@ -79,7 +71,7 @@ def test_back_up_change_a_file_and_restore_it_from_the_restore_backups_tab(serve
         with chromium(tmp_path) as browser:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.on("dialog", lambda dialog: dialog.accept())  # the Restore confirmation
-            _login(page, server.url, server.admin_password)
+            login(page, server.url, server.admin_password)
 
             # Back up now: the tab follows the job, and the snapshot appears in the list.
             page.goto(tab)

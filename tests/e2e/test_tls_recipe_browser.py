@@ -13,7 +13,7 @@ from datetime import datetime
 import pytest
 from playwright.sync_api import Locator, Page
 
-from support.browser import chromium
+from support.browser import chromium, login
 from support.letsencrypt_rig import FQDN, HOSTNAME, PEM_PATH, LetsEncryptRig
 
 pytestmark = pytest.mark.browser
@@ -53,11 +53,7 @@ def test_the_recipe_from_the_recipes_tab_puts_the_certificate_in_the_inventory(r
     member_page = f"{server.url}/pools/{pool_id}/members/{member_id}"
     with chromium(tmp_path) as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(f"{server.url}/login")
-        page.fill("input[name=name]", "admin")
-        page.fill("input[name=password]", server.admin_password)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{server.url}/pools")
+        login(page, server.url, server.admin_password)
 
         # The Recipes tab: the recipe, its one-time step for this pool's name, not done yet.
         page.goto(member_page)

@@ -29,7 +29,7 @@ import pytest
 from markupsafe import escape
 
 import serverctl.web
-from support.browser import chromium
+from support.browser import chromium, login
 from support.route_walk import fill_path, listing_app, page_routes
 from support.server import ServerProcess, start_server, stop_process
 from support.standin_agent import StandInAgent, tar_gz
@@ -411,11 +411,7 @@ def test_no_payload_runs_in_a_browser(fed, tmp_path) -> None:
         page.wait_for_function("window.__xss_hits.length > 0")
         assert page.evaluate("window.__xss_hits") == [99]
 
-        page.goto(f"{fed.cp.url}/login")
-        page.fill("input[name=name]", "admin")
-        page.fill("input[name=password]", fed.cp.admin_password)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{fed.cp.url}/pools")
+        login(page, fed.cp.url, fed.cp.admin_password)
         for path in BROWSED:
             url = fed.cp.url + fill_path(path, fed.ids)
             page.goto(url)

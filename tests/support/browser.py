@@ -6,7 +6,7 @@ import collections.abc
 import contextlib
 from pathlib import Path
 
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
 # Without these, Chromium keeps dialling Google services that this closed network refuses.
@@ -32,3 +32,12 @@ def chromium(tmp_path: Path) -> collections.abc.Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+def login(page: Page, url: str, password: str, name: str = "admin") -> None:
+    """Log in through the login form and land on the pools list."""
+    page.goto(f"{url}/login")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{url}/pools")
