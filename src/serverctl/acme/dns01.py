@@ -23,7 +23,7 @@ import dns.query
 import dns.rdatatype
 
 from serverctl.dns.base import DNSProvider
-from serverctl.dns.propagation import Server, parse_server, zone_nameservers
+from serverctl.dns.propagation import Server, ask, parse_server, zone_nameservers
 from serverctl.errors import ProviderError
 
 log = logging.getLogger(__name__)
@@ -54,14 +54,9 @@ class NotVisible(ProviderError):
 def query_txt(server: Server, name: str, timeout: float = 1.0) -> TxtAnswer:
     """The TXT values `server` answers for `name` (each value's strings joined, as RFC 8555
     section 8.4 compares them)."""
-    host, port = server
-    query = dns.message.make_query(name.rstrip(".") + ".", dns.rdatatype.TXT)
-    try:
-        response = dns.query.udp(query, host, port=port, timeout=timeout)
-        if response.flags & dns.flags.TC:
-            response = dns.query.tcp(query, host, port=port, timeout=timeout)
-    except (dns.exception.DNSException, OSError) as exc:
-        return TxtAnswer(server, None, f"{host}:{port} did not answer ({exc.__class__.__name__})")
+    response, error = ask(server, name, dns.rdatatype.TXT, timeout)
+    if response is None:
+        return TxtAnswer(server, None, error)
     found = {
         b"".join(item.strings).decode(errors="replace")
         for rrset in response.answer

@@ -46,15 +46,26 @@ def _port(text: str, whole: str) -> int:
     return int(text)
 
 
-def query_a(server: Server, name: str, timeout: float = 1.0) -> Answer:
+def ask(
+    server: Server, name: str, rdtype: dns.rdatatype.RdataType, timeout: float = 1.0
+) -> tuple[dns.message.Message | None, str | None]:
+    """One query to `server` (UDP, again over TCP when truncated): the response, or None and
+    why there is none."""
     host, port = server
-    query = dns.message.make_query(name.rstrip(".") + ".", dns.rdatatype.A)
+    query = dns.message.make_query(name.rstrip(".") + ".", rdtype)
     try:
         response = dns.query.udp(query, host, port=port, timeout=timeout)
         if response.flags & dns.flags.TC:
             response = dns.query.tcp(query, host, port=port, timeout=timeout)
     except (dns.exception.DNSException, OSError) as exc:
-        return Answer(server, None, f"{host}:{port} did not answer ({exc.__class__.__name__})")
+        return None, f"{host}:{port} did not answer ({exc.__class__.__name__})"
+    return response, None
+
+
+def query_a(server: Server, name: str, timeout: float = 1.0) -> Answer:
+    response, error = ask(server, name, dns.rdatatype.A, timeout)
+    if response is None:
+        return Answer(server, None, error)
     found = {
         item.to_text()
         for rrset in response.answer
