@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from integration.tls_orders.tls_orders_kit import AGENT_IP, FQDN, make_pool
+from serverctl.db.models import TlsOrder
 from serverctl.domain.principal import SYSTEM
 from support.pebble import Pebble
 from support.powerdns import PowerDNS
@@ -48,6 +49,24 @@ class TlsWorld:
 
     def status(self, job_id: int) -> Any:
         return self.post("/api/agents/tls/order/status", {"hostname": "edge-1", "job_id": job_id})
+
+    def add_order(
+        self, s: Any, job_id: int, state: str, csr_sha256: str = "-", **fields: Any
+    ) -> None:
+        """A tls_orders row for this member's failover name, as the order service writes one."""
+        s.add(
+            TlsOrder(
+                pool_id=self.pool_id,
+                member_id=self.member_id,
+                job_id=job_id,
+                names=[FQDN],
+                names_key=FQDN,
+                csr="-",
+                csr_sha256=csr_sha256,
+                state=state,
+                **fields,
+            )
+        )
 
     def queue(self, names: list[str] | None = None, job_type: str = "tls.acme_issue") -> int:
         names = names or [FQDN]

@@ -169,19 +169,13 @@ def test_five_certificates_a_week_for_one_name_set_is_the_limit(world):
     with world.env.state.db.session() as s:
         for index in range(5):
             job_id = world.queue()
-            s.add(
-                TlsOrder(
-                    pool_id=world.pool_id,
-                    member_id=world.member_id,
-                    job_id=job_id,
-                    names=[FQDN],
-                    names_key=FQDN,
-                    csr="-",
-                    csr_sha256=f"{index}",
-                    state="valid",
-                    created_at=now - timedelta(days=index),
-                    updated_at=now - timedelta(days=index),
-                )
+            world.add_order(
+                s,
+                job_id,
+                "valid",
+                csr_sha256=f"{index}",
+                created_at=now - timedelta(days=index),
+                updated_at=now - timedelta(days=index),
             )
     # The five queued jobs were never claimed; this one is.
     with world.env.state.db.session() as s:
@@ -205,18 +199,7 @@ def test_orders_running_when_the_control_plane_stopped_fail_at_the_next_start(wo
     job_id = world.queue()
     world.claim()
     with world.env.state.db.session() as s:
-        s.add(
-            TlsOrder(
-                pool_id=world.pool_id,
-                member_id=world.member_id,
-                job_id=job_id,
-                names=[FQDN],
-                names_key=FQDN,
-                csr="-",
-                csr_sha256="-",
-                state="running",
-            )
-        )
+        world.add_order(s, job_id, "running")
     # What the order worker does first when the control plane starts.
     assert world.env.state.tls_orders.recover() == 1
     answer = world.status(job_id).json()

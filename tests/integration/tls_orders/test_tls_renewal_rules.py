@@ -147,21 +147,15 @@ def test_nothing_is_queued_while_the_ca_rate_limits_the_name_set(world, edge1):
     job_id = world.queue()
     _finish(world.env, job_id, JobState.FAILED, timedelta(days=3))
     with world.env.state.db.session() as s:
-        s.add(
-            TlsOrder(
-                pool_id=world.pool_id,
-                member_id=world.member_id,
-                job_id=job_id,
-                names=[FQDN],
-                names_key=FQDN,
-                csr="-",
-                csr_sha256="0" * 64,
-                state="failed",
-                error="too many certificates already issued [rateLimited]",
-                retry_at=utcnow() + timedelta(hours=3),
-                created_at=utcnow(),
-                updated_at=utcnow(),
-            )
+        world.add_order(
+            s,
+            job_id,
+            "failed",
+            csr_sha256="0" * 64,
+            error="too many certificates already issued [rateLimited]",
+            retry_at=utcnow() + timedelta(hours=3),
+            created_at=utcnow(),
+            updated_at=utcnow(),
         )
     renewal = world.env.state.tls_renewal
     assert renewal.renew_due() == []
@@ -176,19 +170,13 @@ def test_nothing_is_queued_past_the_duplicate_certificate_limit(world, edge1):
     with world.env.state.db.session() as s:
         for i, job_id in enumerate(job_ids):
             s.execute(update(Job).where(Job.id == job_id).values(state="completed"))
-            s.add(
-                TlsOrder(
-                    pool_id=world.pool_id,
-                    member_id=world.member_id,
-                    job_id=job_id,
-                    names=[FQDN],
-                    names_key=FQDN,
-                    csr="-",
-                    csr_sha256=f"{i}" * 64,
-                    state="valid",
-                    created_at=utcnow(),
-                    updated_at=utcnow(),
-                )
+            world.add_order(
+                s,
+                job_id,
+                "valid",
+                csr_sha256=f"{i}" * 64,
+                created_at=utcnow(),
+                updated_at=utcnow(),
             )
     assert world.env.state.tls_renewal.renew_due() == []
 
