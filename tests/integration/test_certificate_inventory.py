@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from serverctl.config import Settings
 from serverctl.db.migrate import upgrade
@@ -23,7 +22,7 @@ from serverctl.state import AppState
 from support.powerdns import PowerDNS
 from support.server import serverctl_cli, start_server, stop_process
 from support.standin_agent import StandInAgent
-from support.webui import login
+from support.webui import heartbeat, login
 
 EDGE_1, EDGE_2 = "127.0.0.2", "127.0.0.3"
 DAY = 86_400
@@ -189,24 +188,6 @@ def test_the_list_stands_between_the_beats_that_carry_it(world):
 HOSTILE = "<script>cert()</script>.example.com"
 
 
-def _beat(env, secret: str, hostname: str, ip: str, **haproxy: Any) -> None:
-    client = TestClient(env.client.app, client=(ip, 50000))
-    try:
-        answer = client.post(
-            "/api/agents/heartbeat",
-            json={
-                "ip": ip,
-                "hostname": hostname,
-                "version": "0.1.0",
-                "haproxy": {"monitored": True, "active": True, "source": "pidfile", **haproxy},
-            },
-            headers={"Authorization": f"Bearer {secret}"},
-        )
-    finally:
-        client.close()
-    assert answer.status_code == 200, answer.text
-
-
 @pytest.fixture
 def web_pool(app_env, pdns):
     state = app_env.state
@@ -219,7 +200,7 @@ def web_pool(app_env, pdns):
     )
     fqdn = f"lb.{pdns.zone}"
     failover = f"{CERTS}/{fqdn}.pem"
-    _beat(
+    heartbeat(
         app_env,
         one.secret,
         "edge-1",
@@ -229,7 +210,7 @@ def web_pool(app_env, pdns):
             _cert(f"{CERTS}/old.pem", -40, "old.example.com", referenced=False),
         ],
     )
-    _beat(app_env, two.secret, "edge-2", EDGE_2, certificates=[_cert(failover, 60.5, fqdn)])
+    heartbeat(app_env, two.secret, "edge-2", EDGE_2, certificates=[_cert(failover, 60.5, fqdn)])
     return {"id": pool["id"], "fqdn": fqdn, "members": (one.member["id"], two.member["id"])}
 
 
@@ -370,7 +351,7 @@ def test_the_expiry_alert_is_emailed(app_env, smtp_server):
     state.alerts.set_pool_alerts(SYSTEM, pool["id"], recipients=["ops@example.com"])
     made = state.pools.add_member(SYSTEM, pool["id"], "edge-1", [EDGE_1])
     expired = _cert(f"{CERTS}/shop.pem", -1.5, "shop.example.com")
-    _beat(app_env, made.secret, "edge-1", EDGE_1, certificates=[expired])
+    heartbeat(app_env, made.secret, "edge-1", EDGE_1, certificates=[expired])
     message = smtp_server.wait_for(1, timeout=6)[0]
     assert message.subject == "[edge] edge-1: TLS certificate has expired"
     assert "/etc/haproxy/certs/shop.pem (shop.example.com) expired on" in message.body

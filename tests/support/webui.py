@@ -27,9 +27,10 @@ def login(env: Any, name: str = "webadmin", role: str = "admin") -> str:
 
 
 def heartbeat(
-    env: Any, secret: str, hostname: str, ip: str, haproxy_active: bool = True
+    env: Any, secret: str, hostname: str, ip: str, haproxy_active: bool = True, **haproxy: Any
 ) -> dict[str, Any]:
-    """One heartbeat through the real route, sent from `ip` (the member's allowed address)."""
+    """One heartbeat through the real route, sent from `ip` (the member's allowed address);
+    `haproxy` adds keys to its `haproxy` block (enrichment such as `certificates`)."""
     client = TestClient(env.client.app, client=(ip, 50000))
     try:
         answer = client.post(
@@ -38,7 +39,12 @@ def heartbeat(
                 "ip": ip,
                 "hostname": hostname,
                 "version": "0.1.0",
-                "haproxy": {"monitored": True, "active": haproxy_active, "source": "pidfile"},
+                "haproxy": {
+                    "monitored": True,
+                    "active": haproxy_active,
+                    "source": "pidfile",
+                    **haproxy,
+                },
             },
             headers={"Authorization": f"Bearer {secret}"},
         )
