@@ -66,9 +66,9 @@ def test_flapping_haproxy_gives_one_promotion_per_cooldown(fleet):
     edge_1, edge_2 = fleet.members
     edge_1.haproxy.kill()
     fleet.wait_for_answer(EDGE_2)
-    for _ in range(2):  # edge-1 flaps back, then edge-2 flaps inside the cool-down
-        edge_1.haproxy.start()
-        wait_until(lambda: fleet.health(edge_1) == "healthy", 15, what="edge-1 healthy")
+    edge_1.haproxy.start()  # edge-1 comes back; then edge-2 flaps twice inside the cool-down
+    wait_until(lambda: fleet.health(edge_1) == "healthy", 15, what="edge-1 healthy")
+    for _ in range(2):
         edge_2.haproxy.kill()
         time.sleep(2.5)
         edge_2.haproxy.start()

@@ -119,6 +119,9 @@ class HAProxy:
         )
 
     def start(self) -> None:
+        # A second haproxy on the same configuration would take over the pidfile, and the first
+        # would outlive the test.
+        assert not self.alive(), f"haproxy {self.name} is already running"
         self.write_config()
         subprocess.run(
             [*self.launcher, HAPROXY, "-D", "-f", str(self.config), "-p", str(self.pidfile)],
@@ -163,13 +166,36 @@ class HAProxy:
         return b"".join(chunks).decode()
 
     def kill(self) -> None:
+        """Kill this instance: the pidfile's process and every other haproxy started on this
+        configuration file (a reload's soft-stopping predecessor, or a second start racing the
+        agent's restart). Only the pidfile's would die otherwise, and the rest outlive the test."""
+        pids = set(self._processes_on_config())
         pid = self.pid()
-        if pid is None:
-            return
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
+        if pid is not None:
+            pids.add(pid)
+        for one in pids:
+            try:
+                os.kill(one, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         deadline = time.monotonic() + 10
-        while self.alive() and time.monotonic() < deadline:
+        while (self.alive() or self._processes_on_config()) and time.monotonic() < deadline:
             time.sleep(0.05)
+
+    def _processes_on_config(self) -> list[int]:
+        """Live haproxy processes whose command line names this instance's configuration."""
+        config = str(self.config).encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+            except OSError:
+                continue
+            if state in ("Z", "X") or not argv[0].endswith(b"haproxy"):
+                continue
+            if config in argv:
+                found.append(int(entry.name))
+        return found
