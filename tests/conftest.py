@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections.abc
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from serverctl.db.migrate import upgrade
 from serverctl.domain.principal import SYSTEM
 from serverctl.state import AppState
 from support.pebble import Pebble
+from support.postgres import Postgres
 from support.powerdns import PowerDNS
 from support.server import ServerProcess, start_server, stop_process
 from support.smtp import SmtpServer
@@ -31,9 +33,27 @@ class InProcess:
         return {"Authorization": f"Bearer {token}"}
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> collections.abc.Iterator[Postgres]:
+    """One real PostgreSQL server for the session; each test takes a database of its own."""
+    with Postgres() as pg:
+        yield pg
+
+
 @pytest.fixture
-def app_env(tmp_path: Path) -> collections.abc.Iterator[InProcess]:
-    settings = Settings(data_dir=tmp_path / "var", public_url="https://cp.example.net")
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """None (SQLite under the data directory) unless the test runs on PostgreSQL."""
+    if os.environ.get("SERVERCTL_TEST_DATABASE") != "postgresql":
+        return None
+    pg: Postgres = request.getfixturevalue("postgres_server")
+    return pg.create_database()
+
+
+@pytest.fixture
+def app_env(tmp_path: Path, database_url: str | None) -> collections.abc.Iterator[InProcess]:
+    settings = Settings(
+        data_dir=tmp_path / "var", public_url="https://cp.example.net", database_url=database_url
+    )
     state = AppState.build(settings)
     upgrade(state.db.engine)
     _, token = state.operators.create_token(SYSTEM, "tests", "admin")
@@ -44,8 +64,10 @@ def app_env(tmp_path: Path) -> collections.abc.Iterator[InProcess]:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> collections.abc.Iterator[ServerProcess]:
-    srv = start_server(tmp_path)
+def server(tmp_path: Path, database_url: str | None) -> collections.abc.Iterator[ServerProcess]:
+    srv = start_server(
+        tmp_path, env={"SERVERCTL_DATABASE_URL": database_url} if database_url else None
+    )
     yield srv
     stop_process(srv.process)
 

@@ -42,11 +42,13 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def serverctl_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SERVERCTL_DATA_DIR": str(data_dir), "COLUMNS": "200"}
+def serverctl_cli(
+    *args: str, data_dir: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {}), "SERVERCTL_DATA_DIR": str(data_dir), "COLUMNS": "200"}
     return subprocess.run(
         [str(VENV_BIN / "serverctl"), *args],
-        env=env,
+        env=full_env,
         capture_output=True,
         text=True,
         timeout=60,
@@ -108,7 +110,7 @@ def start_server(
     # Printed on the first start of a data directory only.
     password_lines = [line for line in log_path.read_text().splitlines() if "with password" in line]
     password = password_lines[0].rsplit(" ", 1)[-1].strip() if password_lines else ""
-    created = serverctl_cli("tokens", "create", "--name", "tests", data_dir=data_dir)
+    created = serverctl_cli("tokens", "create", "--name", "tests", data_dir=data_dir, env=env)
     assert created.returncode == 0, created.stderr
     token = created.stdout.strip().splitlines()[-1]
     return ServerProcess(url, data_dir, token, password, process, log_path, full_env, verify)
