@@ -31,6 +31,9 @@ test: install
 	scripts/install-test-packages.sh
 	$(MAKE) --no-print-directory lint typecheck
 	$(BIN)/pytest
+	# The integration tests whose control plane takes its database from the `database_url`
+	# fixture, again on a real PostgreSQL server (tests/conftest.py picks them).
+	SERVERCTL_TEST_DATABASE=postgresql $(BIN)/pytest tests/integration -p no:cacheprovider
 
 unit: install
 	$(BIN)/pytest tests/unit

@@ -40,10 +40,25 @@ def postgres_server() -> collections.abc.Iterator[Postgres]:
         yield pg
 
 
+def on_postgresql() -> bool:
+    """`make test`'s second pass: SERVERCTL_TEST_DATABASE=postgresql."""
+    return os.environ.get("SERVERCTL_TEST_DATABASE") == "postgresql"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On PostgreSQL only the tests whose control plane takes its database from the
+    `database_url` fixture run (through `app_env` or `server`); the rest ran in the first pass."""
+    if not on_postgresql():
+        return
+    chosen = [item for item in items if "database_url" in getattr(item, "fixturenames", ())]
+    config.hook.pytest_deselected(items=[item for item in items if item not in chosen])
+    items[:] = chosen
+
+
 @pytest.fixture
 def database_url(request: pytest.FixtureRequest) -> str | None:
     """None (SQLite under the data directory) unless the test runs on PostgreSQL."""
-    if os.environ.get("SERVERCTL_TEST_DATABASE") != "postgresql":
+    if not on_postgresql():
         return None
     pg: Postgres = request.getfixturevalue("postgres_server")
     return pg.create_database()

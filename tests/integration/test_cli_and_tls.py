@@ -11,9 +11,7 @@ from support.util import wait_until
 
 
 def test_token_made_while_serving_is_accepted_at_once(server):
-    made = serverctl_cli(
-        "tokens", "create", "--name", "ci", "--role", "viewer", data_dir=server.data_dir
-    )
+    made = server.cli("tokens", "create", "--name", "ci", "--role", "viewer")
     assert made.returncode == 0, made.stderr
     token = made.stdout.strip().splitlines()[-1]
     assert token.startswith("sct_") and " " not in token
@@ -24,11 +22,7 @@ def test_token_made_while_serving_is_accepted_at_once(server):
 
 
 def test_tokens_create_makes_admin_tokens_by_default(server):
-    token = (
-        serverctl_cli("tokens", "create", "--name", "ops", data_dir=server.data_dir)
-        .stdout.strip()
-        .splitlines()[-1]
-    )
+    token = server.cli("tokens", "create", "--name", "ops").stdout.strip().splitlines()[-1]
     answer = httpx.post(
         f"{server.url}/api/users",
         json={"name": "newbie"},
@@ -38,7 +32,7 @@ def test_tokens_create_makes_admin_tokens_by_default(server):
 
 
 def test_users_create_prints_a_password_that_logs_in(server):
-    made = serverctl_cli("users", "create", "olga", "--role", "operator", data_dir=server.data_dir)
+    made = server.cli("users", "create", "olga", "--role", "operator")
     assert made.returncode == 0, made.stderr
     password = made.stdout.strip().splitlines()[-1]
     with httpx.Client(base_url=server.url, follow_redirects=True) as browser:
@@ -70,7 +64,7 @@ def test_first_admin_password_is_printed_once_and_works(tmp_path, server):
         answer = browser.post("/login", data={"name": "admin", "password": server.admin_password})
         assert "Log out" in answer.text
     stop_process(server.process)
-    restarted = serverctl_cli("migrate", data_dir=server.data_dir)
+    restarted = server.cli("migrate")
     assert restarted.returncode == 0
     assert "with password" not in restarted.stdout
 

@@ -41,6 +41,10 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`serverctl` on this instance: its data directory and its database."""
+        return serverctl_cli(*args, data_dir=self.data_dir, env=self.extra_env)
+
 
 def serverctl_cli(
     *args: str, data_dir: Path, env: dict[str, str] | None = None
