@@ -3,6 +3,10 @@
 The control plane stores both with the job and shows them to operators, so they are capped here,
 at the source: a summary is one line of at most 500 characters, an output at most 64 KiB of
 UTF-8. For output the tail is kept, because a command's last lines say why it failed.
+
+A NUL character becomes U+FFFD, as an invalid byte does: it is no text, and the control plane
+refuses a report holding one (its database's text columns cannot keep it), which would lose
+the job's result.
 """
 
 from __future__ import annotations
@@ -10,11 +14,13 @@ from __future__ import annotations
 OUTPUT_LIMIT = 64 * 1024
 SUMMARY_LIMIT = 500
 _ELLIPSIS = "..."
+_REPLACEMENT = "\ufffd"
+_REPLACEMENT_BYTES = _REPLACEMENT.encode("utf-8")
 
 
 def one_line(text: str, limit: int = SUMMARY_LIMIT) -> str:
     """`text` with every run of whitespace (newlines too) made one space, cut to `limit`."""
-    line = " ".join(text.split())
+    line = " ".join(text.replace("\x00", _REPLACEMENT).split())
     if len(line) <= limit:
         return line
     return line[: limit - len(_ELLIPSIS)] + _ELLIPSIS
@@ -26,8 +32,10 @@ def bound_bytes(data: bytes, limit: int = OUTPUT_LIMIT, skipped: int = 0) -> str
     When anything is cut, the text starts with a "[... N bytes cut]" line, which counts towards
     the limit. `skipped` is how many bytes the caller already dropped in front of `data`.
     """
-    # Decode first: invalid bytes become U+FFFD, so the byte count below is the one that is sent.
-    encoded = data.decode("utf-8", errors="replace").encode("utf-8")
+    # Decode first: invalid bytes (and NULs) become U+FFFD, so the byte count below is the one
+    # that is sent.
+    text = data.replace(b"\x00", _REPLACEMENT_BYTES).decode("utf-8", errors="replace")
+    encoded = text.encode("utf-8")
     if skipped == 0 and len(encoded) <= limit:
         return encoded.decode("utf-8")
     cut = max(0, len(encoded) - limit)

@@ -22,6 +22,7 @@ from serverctl.api import metrics as metrics_api
 from serverctl.api import support_bundle as support_api
 from serverctl.api.body_limit import BodyLimit
 from serverctl.api.heartbeat_fast_path import ControlPlaneApp
+from serverctl.api.nul_guard import NulGuard
 from serverctl.config import Settings
 from serverctl.loops import alerts as alerts_loop
 from serverctl.loops import backups as backups_loop
@@ -112,6 +113,8 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     errors.install(app)
     # Operator API and web bodies are small: refuse big ones before they are read (413).
     app.add_middleware(BodyLimit)
+    # No NUL in a query string or a form field: no text column could keep it (api/nul_guard.py).
+    app.add_middleware(NulGuard)
 
     @app.get("/healthz", tags=["health"], response_class=PlainTextResponse)
     async def healthz() -> str:

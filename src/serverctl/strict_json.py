@@ -5,6 +5,10 @@ Python's `json` also takes `NaN`, `Infinity` and `-Infinity`, numbers too large 
 kept and answered again: the database driver cannot encode a lone surrogate (the insert fails)
 and a JSON answer cannot carry NaN (every later read of the value fails). `loads_strict` refuses
 them, saying which, as it refuses any other malformed body.
+
+It also refuses NUL characters (`"\\u0000"`) in strings and keys. The standard allows them,
+but no name, address or message holds one, and PostgreSQL's text columns cannot store one: the
+insert would fail after the request was accepted.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ def loads_strict(raw: bytes) -> Any:
         raise
     except ValueError as exc:  # from the two hooks above
         raise NotStrictJSON(str(exc), text) from None
+    if "\\u0000" in text and holds_nul(value):
+        raise NotStrictJSON("a string holds a NUL character (\\u0000): text fields take none", text)
     try:
         # One pass in C over every key and string: a lone surrogate cannot be encoded.
         json.dumps(value, ensure_ascii=False).encode("utf-8")
@@ -57,3 +63,14 @@ def loads_strict(raw: bytes) -> Any:
             "a string holds a lone UTF-16 surrogate (\\ud800-\\udfff): send valid Unicode", text
         ) from None
     return value
+
+
+def holds_nul(value: Any) -> bool:
+    """Whether any string or key in a decoded JSON value holds U+0000."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(holds_nul(key) or holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(holds_nul(item) for item in value)
+    return False

@@ -166,6 +166,7 @@ def _hostile_json(valid: dict[str, Any]) -> Iterator[tuple[str, bytes, set[int]]
     yield "1e400", text[:-1] + b', "n": 1e400}', {400}
     yield "a lone surrogate", text[:-1] + b', "s": "\\ud800"}', {400}
     yield "a raw NUL byte", text[:-1] + b', "s": "a\x00b"}', {400}
+    yield "an escaped NUL", text[:-1] + b', "s": "a\\u0000b"}', {400}
     yield "invalid UTF-8", text[:-1] + b', "s": "\xff\xfe"}', {400}
     yield "UTF-16", json.dumps(valid).encode("utf-16"), {400}
     yield "a BOM", b"\xef\xbb\xbf" + text, {400}

@@ -75,14 +75,16 @@ def test_oversized_body_is_refused_with_413():
 # `loads_strict` is the reference: the fast decoder must accept exactly what it accepts and give
 # the same objects; everything it does not take is left to `loads_strict` to refuse and word.
 
+# Text without NUL: both refuse a NUL (checked on its own below).
+_text = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"))
 _json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers()
     | st.integers(min_value=2**63, max_value=2**80)
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    | _text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
     max_leaves=20,
 )
 
@@ -105,6 +107,9 @@ def test_decoder_gives_the_reference_objects(value):
         b"123456789012345678901234567890",
         b'{"a": 1, "a": 2}',
         b"[" * 5000,
+        b'{"a": "x\\u0000"}',
+        b'{"k\\u0000": 1}',
+        b'["\\\\u0000"]',  # an escaped backslash, then the text u0000: no NUL, taken
     ],
 )
 def test_bodies_the_fast_decoder_leaves_alone_get_the_reference_answer(raw):
@@ -116,6 +121,13 @@ def test_bodies_the_fast_decoder_leaves_alone_get_the_reference_answer(raw):
         assert str(caught.value) == str(exc)
     else:
         assert repr(_loads(raw)) == expected
+
+
+def test_a_nul_in_a_string_or_key_is_refused_and_an_escaped_backslash_is_not() -> None:
+    for raw in (b'{"a": "x\\u0000"}', b'{"k\\u0000": 1}', b'[["\\u0000"]]'):
+        with pytest.raises(ValueError, match="NUL character"):
+            _loads(raw)
+    assert _loads(b'["\\\\u0000"]') == ["\\u0000"]
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, database=None)

@@ -40,7 +40,8 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 # What each status means here; `detail` says the particulars.
 _MEANINGS = {
-    400: "Malformed request: the body is not valid JSON, or not of the expected kind",
+    400: "Malformed request: the body is not valid JSON, or not of the expected kind, or text "
+    "in it (or in the query string) holds a NUL character",
     401: "Missing, unknown or revoked credentials",
     403: "Authenticated, but not allowed: the role is too low, or the source IP is refused",
     404: "No such resource",

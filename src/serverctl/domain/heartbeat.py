@@ -106,11 +106,15 @@ def _loads(raw: bytes) -> Any:
     accepts; everything else goes to `loads_strict`, which decides and words the refusal. Both
     give the same objects for what msgspec accepts (large integers included), and both refuse
     what is not strict JSON (NaN, Infinity, 1e400, lone surrogates: no answer could carry them
-    again), so what is accepted and what an agent is told do not depend on the decoder."""
+    again; NUL characters, which no text column can keep), so what is accepted and what an
+    agent is told do not depend on the decoder."""
     try:
-        return _decoder.decode(raw)
+        value = _decoder.decode(raw)
     except (ValueError, RecursionError):
         return loads_strict(raw)
+    # A NUL can only arrive escaped; the scan costs next to nothing, and the rare body that
+    # has the escape is decided (and the refusal worded) by `loads_strict`.
+    return loads_strict(raw) if b"\\u0000" in raw else value
 
 
 def parse_json(raw: bytes, limit: int = MAX_BODY_BYTES) -> Any:

@@ -41,6 +41,13 @@ def test_invalid_utf8_and_bytes_skipped_earlier() -> None:
     assert bound_bytes(b"tail", skipped=10) == "[... 10 bytes cut]\ntail"
 
 
+def test_a_nul_becomes_the_replacement_character() -> None:
+    """The control plane refuses a NUL in a job's report; the agent never sends one."""
+    assert bound_bytes(b"journal\x00line\n") == "journal\ufffdline\n"
+    assert bound_output("a\x00b") == "a\ufffdb"
+    assert one_line("failed:\x00 why") == "failed:\ufffd why"
+
+
 def test_one_line() -> None:
     assert one_line("  a\n\tb  c ") == "a b c"
     assert one_line("x" * 600) == "x" * 497 + "..."
