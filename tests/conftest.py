@@ -56,12 +56,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-def database_url(request: pytest.FixtureRequest) -> str | None:
-    """None (SQLite under the data directory) unless the test runs on PostgreSQL."""
+def database_url(request: pytest.FixtureRequest) -> collections.abc.Iterator[str | None]:
+    """None (SQLite under the data directory) unless the test runs on PostgreSQL: then a
+    database of its own, dropped afterwards."""
     if not on_postgresql():
-        return None
+        yield None
+        return
     pg: Postgres = request.getfixturevalue("postgres_server")
-    return pg.create_database()
+    url = pg.create_database()
+    yield url
+    pg.drop_database(url)
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ The control plane stores both with the job and shows them to operators, so they 
 at the source: a summary is one line of at most 500 characters, an output at most 64 KiB of
 UTF-8. For output the tail is kept, because a command's last lines say why it failed.
 
-A NUL character becomes U+FFFD, as an invalid byte does: it is no text, and the control plane
-refuses a report holding one (its database's text columns cannot keep it), which would lose
-the job's result.
+A NUL character becomes U+FFFD, as an invalid byte does: it is no text, and no text column of
+the control plane's database can keep one (the control plane makes the same replacement in
+what older agents send).
 """
 
 from __future__ import annotations

@@ -6,16 +6,19 @@ kept and answered again: the database driver cannot encode a lone surrogate (the
 and a JSON answer cannot carry NaN (every later read of the value fails). `loads_strict` refuses
 them, saying which, as it refuses any other malformed body.
 
-It also refuses NUL characters (`"\\u0000"`) in strings and keys. The standard allows them,
-but no name, address or message holds one, and PostgreSQL's text columns cannot store one: the
-insert would fail after the request was accepted.
+NUL characters (`"\\u0000"`) in strings and keys are refused too (`nul="refuse"`, what
+operators' bodies get). The standard allows them, but no name, address or message holds one,
+and PostgreSQL's text columns cannot store one: the insert would fail after the request was
+accepted. An agent's report is kept instead (`nul="replace"`): each NUL becomes U+FFFD, as an
+invalid byte does when the agent decodes a command's output, so a log line with a NUL in it
+never costs the job its result.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, Literal
 
 
 class NotStrictJSON(json.JSONDecodeError):
@@ -39,7 +42,7 @@ def _finite(text: str) -> float:
     return value
 
 
-def loads_strict(raw: bytes) -> Any:
+def loads_strict(raw: bytes, *, nul: Literal["refuse", "replace"] = "refuse") -> Any:
     """The body's JSON value; a `json.JSONDecodeError` (a ValueError) saying what is wrong
     when it is not strict JSON in UTF-8. May raise RecursionError for absurd nesting."""
     try:
@@ -54,7 +57,10 @@ def loads_strict(raw: bytes) -> Any:
     except ValueError as exc:  # from the two hooks above
         raise NotStrictJSON(str(exc), text) from None
     if "\\u0000" in text and holds_nul(value):
-        raise NotStrictJSON("a string holds a NUL character (\\u0000): text fields take none", text)
+        if nul == "refuse":
+            reason = "a string holds a NUL character (\\u0000): text fields take none"
+            raise NotStrictJSON(reason, text)
+        value = replace_nul(value)
     try:
         # One pass in C over every key and string: a lone surrogate cannot be encoded.
         json.dumps(value, ensure_ascii=False).encode("utf-8")
@@ -74,3 +80,14 @@ def holds_nul(value: Any) -> bool:
     if isinstance(value, list):
         return any(holds_nul(item) for item in value)
     return False
+
+
+def replace_nul(value: Any) -> Any:
+    """`value` with U+FFFD for every NUL in its strings and keys."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {replace_nul(key): replace_nul(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [replace_nul(item) for item in value]
+    return value

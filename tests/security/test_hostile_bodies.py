@@ -166,7 +166,6 @@ def _hostile_json(valid: dict[str, Any]) -> Iterator[tuple[str, bytes, set[int]]
     yield "1e400", text[:-1] + b', "n": 1e400}', {400}
     yield "a lone surrogate", text[:-1] + b', "s": "\\ud800"}', {400}
     yield "a raw NUL byte", text[:-1] + b', "s": "a\x00b"}', {400}
-    yield "an escaped NUL", text[:-1] + b', "s": "a\\u0000b"}', {400}
     yield "invalid UTF-8", text[:-1] + b', "s": "\xff\xfe"}', {400}
     yield "UTF-16", json.dumps(valid).encode("utf-16"), {400}
     yield "a BOM", b"\xef\xbb\xbf" + text, {400}
@@ -200,7 +199,7 @@ def test_an_http_client_reads_the_early_413_of_a_50_mb_body(
 
 
 @pytest.mark.parametrize("target_name", JSON_TARGETS)
-def test_nul_bytes_and_wrong_field_types_are_refused(
+def test_nul_characters_and_wrong_field_types_are_refused(
     module_server: ServerProcess, targets: dict[str, Target], target_name: str
 ) -> None:
     target = targets[target_name]
@@ -208,6 +207,8 @@ def test_nul_bytes_and_wrong_field_types_are_refused(
         for value in (None, 12345, 1.5, True, [], {}, "x" * 100_000, "a\u0000b"):
             if field == "summary" and isinstance(value, str):
                 continue  # a summary of any text is taken (and cut to length)
+            if value == "a\u0000b" and target_name != "rest":
+                continue  # an agent's NUL is kept as U+FFFD (test_nul_characters.py)
             body = _with(target.valid, **{field: value})
             answer = exchange(module_server, target.path, body, target.headers)
             _assert_refused(answer)

@@ -13,6 +13,8 @@ from typing import IO, Self
 class Daemon:
     process: subprocess.Popen[bytes] | None = None
     _log_file: IO[bytes] | None = None
+    # The signal that asks the process to stop at once.
+    stop_signal: signal.Signals = signal.SIGTERM
 
     @property
     def log_path(self) -> Path:
@@ -22,10 +24,10 @@ class Daemon:
         raise NotImplementedError
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the process (SIGTERM, then SIGKILL); its ports stop answering at once."""
+        """Stop the process (`stop_signal`, then SIGKILL); its ports stop answering at once."""
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(self.stop_signal)
             try:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:

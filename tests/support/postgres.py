@@ -14,10 +14,12 @@ from __future__ import annotations
 import pwd
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 from support.daemon import Daemon
 from support.util import free_port
@@ -43,12 +45,15 @@ class Postgres(Daemon):
     (pytest's are private to root, and the server runs as `postgres`), removed when the `with`
     block ends."""
 
+    # SIGTERM is PostgreSQL's "smart" shutdown, which waits for every client to leave.
+    stop_signal = signal.SIGINT
+
     def __init__(self, host: str = "127.0.0.1") -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="serverctl-pg-"))
+        self.bin = _binaries()
         self.host = host
         self.port = free_port(host)
-        self.bin = _binaries()
         self._databases = 0
+        self.root = Path(tempfile.mkdtemp(prefix="serverctl-pg-"))
 
     @property
     def data(self) -> Path:
@@ -62,15 +67,17 @@ class Postgres(Daemon):
         owner = pwd.getpwnam(USER)
         shutil.chown(self.root, owner.pw_uid, owner.pw_gid)
         if not (self.data / "PG_VERSION").exists():
-            subprocess.run(
+            made = subprocess.run(
                 [str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", USER, "-N"],
-                check=True,
                 capture_output=True,
+                text=True,
                 timeout=120,
                 user=USER,
                 group=USER,
                 cwd=self.root,
             )
+            if made.returncode != 0:
+                raise RuntimeError(f"initdb failed ({made.returncode}):\n{made.stderr}")
         self._log_file = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [
@@ -141,6 +148,19 @@ class Postgres(Daemon):
         name = f"{prefix}_{self._databases}_{secrets.token_hex(3)}"
         self.psql(f'CREATE DATABASE "{name}"')
         return f"postgresql+psycopg://{USER}@{self.host}:{self.port}/{name}"
+
+    def drop_database(self, url: str) -> None:
+        """Drop a database `create_database` made, closing what is still connected to it."""
+        name = url.rsplit("/", 1)[1]
+        self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()

@@ -1,10 +1,11 @@
 """Refuses NUL characters in the query strings and form bodies of the operator API and web UI.
 
 No name, address or message holds a NUL, and PostgreSQL's text columns cannot store one: a form
-field carrying `%00` would be accepted and then fail at the insert (a 500 after the fact). JSON
-bodies are checked where they are parsed (`serverctl.strict_json`); this covers what arrives
-URL-encoded, answering `400 {"detail": ...}` before the page or route runs. Multipart bodies
-(archive uploads) are binary and left alone; the agent endpoints check their own bodies.
+field carrying one would be accepted and then fail at the insert or the lookup (a 500 after the
+fact). JSON bodies are checked where they are parsed (`serverctl.strict_json`); this covers
+forms, URL-encoded (`%00`) or multipart (a raw NUL byte: no operator or web route takes a file
+upload, so nothing binary is posted there), answering `400 {"detail": ...}` before the page or
+route runs. The agent endpoints read their own bodies and are left alone.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from serverctl.api.body_limit import EXEMPT_PREFIXES
 
 FORM = "application/x-www-form-urlencoded"
-# `%00` is how a form or query encodes a NUL; a raw byte is refused as well.
-_MARKERS = (b"%00", b"\x00")
+MULTIPART = "multipart/form-data"
+# `%00` is how a URL-encoded form or a query encodes a NUL; a raw byte is refused as well.
+# A multipart field carries its text as is, so there `%00` is just text.
+_ENCODED: tuple[bytes, ...] = (b"%00", b"\x00")
+_RAW: tuple[bytes, ...] = (b"\x00",)
 
 
 def refusal(where: str) -> str:
-    return f"the {where} holds a NUL character (%00): text fields take none"
+    return f"the {where} holds a NUL character: text fields take none"
 
 
 class NulInForm(HTTPException):
@@ -33,8 +37,8 @@ class NulInForm(HTTPException):
         super().__init__(400, refusal("form body"), headers={"Connection": "close"})
 
 
-def _holds_nul(data: bytes) -> bool:
-    return any(marker in data for marker in _MARKERS)
+def _holds_nul(data: bytes, markers: tuple[bytes, ...] = _ENCODED) -> bool:
+    return any(marker in data for marker in markers)
 
 
 class NulGuard:
@@ -49,8 +53,12 @@ class NulGuard:
             answer = JSONResponse({"detail": refusal("query string or path")}, status_code=400)
             await answer(scope, receive, send)
             return
-        content_type = Headers(scope=scope).get("content-type", "")
-        if not content_type.lower().startswith(FORM):
+        content_type = Headers(scope=scope).get("content-type", "").lower()
+        if content_type.startswith(FORM):
+            markers = _ENCODED
+        elif content_type.startswith(MULTIPART):
+            markers = _RAW
+        else:
             await self.app(scope, receive, send)
             return
         # The last two bytes of the previous chunk: a `%00` may be split between chunks.
@@ -61,7 +69,7 @@ class NulGuard:
             message = await receive()
             if message["type"] == "http.request":
                 body = message.get("body", b"")
-                if _holds_nul(tail + body):
+                if _holds_nul(tail + body, markers):
                     raise NulInForm()
                 tail = (tail + body)[-2:]
             return message

@@ -13,7 +13,7 @@ from pydantic import ValidationError as PydanticValidationError
 from serverctl.db.types import MAX_DB_INT
 from serverctl.domain.enrichment import BadEnrichment, check_enrichment
 from serverctl.errors import ValidationError
-from serverctl.strict_json import loads_strict
+from serverctl.strict_json import loads_strict, replace_nul
 
 MAX_BODY_BYTES = 256 * 1024
 # A job's result may carry a backup's manifest (up to 5000 files, about 1 MB as JSON).
@@ -106,15 +106,15 @@ def _loads(raw: bytes) -> Any:
     accepts; everything else goes to `loads_strict`, which decides and words the refusal. Both
     give the same objects for what msgspec accepts (large integers included), and both refuse
     what is not strict JSON (NaN, Infinity, 1e400, lone surrogates: no answer could carry them
-    again; NUL characters, which no text column can keep), so what is accepted and what an
-    agent is told do not depend on the decoder."""
+    again), so what is accepted and what an agent is told do not depend on the decoder. A NUL
+    (which no text column can keep) becomes U+FFFD: a host's report is kept, not refused."""
     try:
         value = _decoder.decode(raw)
     except (ValueError, RecursionError):
-        return loads_strict(raw)
-    # A NUL can only arrive escaped; the scan costs next to nothing, and the rare body that
-    # has the escape is decided (and the refusal worded) by `loads_strict`.
-    return loads_strict(raw) if b"\\u0000" in raw else value
+        return loads_strict(raw, nul="replace")
+    # A NUL can only arrive escaped, so the scan (next to nothing) finds every body that may
+    # hold one; its NULs become U+FFFD, as `loads_strict(nul="replace")` makes them.
+    return replace_nul(value) if b"\\u0000" in raw else value
 
 
 def parse_json(raw: bytes, limit: int = MAX_BODY_BYTES) -> Any:
