@@ -61,7 +61,7 @@ def test_settings_are_saved_shown_and_audited(app_env):
         ({"directory_url": "https:///dir"}, "names no host"),
         ({"directory_url": "https://acme.example.net:99999/dir"}, "is not a URL"),
         ({"directory_url": "https://acme.example.net:0/dir"}, "is not a URL"),
-        ({"directory_url": "https://acme.exa\x00mple.net/dir"}, "is not a URL"),
+        ({"directory_url": "https://acme.exa mple.net/dir"}, "is not a URL"),
         ({"directory_url": "https://user:pw@acme.example.net/dir"}, "user name or password"),
         ({"email": "not-an-address"}, "email: 'not-an-address' is not an email address"),
         ({"email": ""}, "email is required"),
@@ -86,6 +86,14 @@ def test_bad_settings_are_refused_naming_the_problem(app_env, change, says):
     answer = app_env.client.put("/api/settings/acme", json={**GOOD, **change})
     assert answer.status_code == 422, answer.text
     assert says in answer.json()["detail"]
+    assert app_env.client.get("/api/settings/acme").json()["configured"] is False
+
+
+def test_a_nul_in_a_setting_is_refused_as_the_body_is_read(app_env):
+    answer = app_env.client.put(
+        "/api/settings/acme", json={**GOOD, "directory_url": "https://acme.exa\x00mple.net/dir"}
+    )
+    assert answer.status_code == 400 and "NUL character" in answer.json()["detail"]
     assert app_env.client.get("/api/settings/acme").json()["configured"] is False
 
 
