@@ -69,6 +69,16 @@ def database_url(request: pytest.FixtureRequest) -> collections.abc.Iterator[str
 
 
 @pytest.fixture
+def state(tmp_path: Path) -> collections.abc.Iterator[AppState]:
+    """The control plane's services on a fresh SQLite database, without the app and its loops:
+    monitor, delivery and flush rounds run when the test calls them."""
+    built = AppState.build(Settings(data_dir=tmp_path / "var"))
+    upgrade(built.db.engine)
+    yield built
+    built.db.dispose()
+
+
+@pytest.fixture
 def app_env(tmp_path: Path, database_url: str | None) -> collections.abc.Iterator[InProcess]:
     settings = Settings(
         data_dir=tmp_path / "var", public_url="https://cp.example.net", database_url=database_url
@@ -111,3 +121,20 @@ def pebble(tmp_path: Path, pdns: PowerDNS) -> collections.abc.Iterator[Pebble]:
     """A real Pebble ACME server whose DNS-01 checks ask `pdns` (support.pebble)."""
     with Pebble(tmp_path / "pebble", pdns.nameserver) as ca:
         yield ca
+
+
+@pytest.fixture
+def acme_env(app_env: InProcess, pebble: Pebble, pdns: PowerDNS) -> InProcess:
+    """`app_env` with ACME settings pointing at Pebble and a PowerDNS provider account (its id
+    in `app_env.provider_id`)."""
+    app_env.state.acme_settings.set(
+        SYSTEM,
+        directory_url=pebble.directory_url,
+        email="ops@demo.example",
+        ca_bundle=pebble.ca_bundle_pem,
+    )
+    account = app_env.state.dns_accounts.create(
+        SYSTEM, "pdns-test", "powerdns", pdns.powerdns_config()
+    )
+    app_env.provider_id = account["id"]  # type: ignore[attr-defined]
+    return app_env

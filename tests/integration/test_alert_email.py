@@ -232,19 +232,6 @@ def test_alert_email_without_smtp_fails_saying_smtp_is_not_configured(app_env):
     assert row["email_error"] == "SMTP is not configured (Settings → Email)"
 
 
-@pytest.fixture
-def state(tmp_path):
-    """The control plane's services without its loops: delivery rounds run when called."""
-    from serverctl.config import Settings
-    from serverctl.db.migrate import upgrade
-    from serverctl.state import AppState
-
-    built = AppState.build(Settings(data_dir=tmp_path / "var"))
-    upgrade(built.db.engine)
-    yield built
-    built.db.dispose()
-
-
 def test_a_failing_email_is_retried_with_backoff_then_given_up(state):
     port = free_port()
     state.smtp.set(

@@ -6,25 +6,13 @@ from datetime import timedelta
 
 import pytest
 
-from serverctl.config import Settings
-from serverctl.db.migrate import upgrade
 from serverctl.db.types import utcnow
 from serverctl.domain.live import Rejection
 from serverctl.domain.principal import SYSTEM
 from serverctl.loops.flush import flush_once
-from serverctl.state import AppState
 
 UP = {"monitored": True, "active": True, "source": "systemd"}
 DOWN = {"monitored": True, "active": False, "source": "systemd"}
-
-
-@pytest.fixture
-def state(tmp_path):
-    """The services without their loops: monitor rounds run when the test says, at its time."""
-    built = AppState.build(Settings(data_dir=tmp_path / "var"))
-    upgrade(built.db.engine)
-    yield built
-    built.db.dispose()
 
 
 @pytest.fixture

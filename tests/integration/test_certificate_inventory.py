@@ -14,32 +14,16 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from serverctl.config import Settings
-from serverctl.db.migrate import upgrade
 from serverctl.db.types import utcnow
 from serverctl.domain.principal import SYSTEM
-from serverctl.state import AppState
 from support.powerdns import PowerDNS
 from support.server import serverctl_cli, start_server, stop_process
-from support.standin_agent import StandInAgent
+from support.standin_agent import StandInAgent, reported_cert
 from support.webui import heartbeat, login
 
 EDGE_1, EDGE_2 = "127.0.0.2", "127.0.0.3"
 DAY = 86_400
 CERTS = "/etc/haproxy/certs"
-
-
-def _cert(path: str, days: float, *names: str, referenced: bool = True, **extra: Any) -> dict:
-    return {
-        "path": path,
-        "subject": f"CN={names[0]}",
-        "sans": list(names),
-        "issuer": "CN=Pebble Intermediate CA",
-        "not_after": int(time.time() + days * DAY),
-        "serial": "0A1B2C",
-        "referenced": referenced,
-        **extra,
-    }
 
 
 # -- the API on a real server ---------------------------------------------------------------------
@@ -97,11 +81,11 @@ def test_the_api_lists_every_members_certificates_with_days_left(world):
     one, two = world["agents"]
     one.heartbeat(
         certificates=[
-            _cert(failover, 10.5, fqdn, "www." + fqdn.split(".", 1)[1]),
+            reported_cert(failover, 10.5, fqdn, "www." + fqdn.split(".", 1)[1]),
             {"path": f"{CERTS}/broken.pem", "referenced": False, "error": "not a certificate"},
         ]
     )
-    two.heartbeat(certificates=[_cert(failover, 80.5, fqdn)])
+    two.heartbeat(certificates=[reported_cert(failover, 80.5, fqdn)])
     answer = _get(world)
     assert answer.status_code == 200, answer.text
     body = answer.json()
@@ -169,7 +153,7 @@ def test_unknown_pool_is_404_and_a_viewer_may_read(world):
 
 def test_a_heartbeat_with_a_bad_certificates_entry_is_refused_naming_the_field(world):
     agent = world["agents"][1]
-    bad = [_cert(f"{CERTS}/a.pem", 5, "a.example.com", not_after="2027-01-01")]
+    bad = [reported_cert(f"{CERTS}/a.pem", 5, "a.example.com", not_after="2027-01-01")]
     answer = agent.send_heartbeat(certificates=bad)
     assert answer.status_code == 422
     assert "haproxy.certificates[0].not_after" in answer.json()["detail"]
@@ -177,7 +161,9 @@ def test_a_heartbeat_with_a_bad_certificates_entry_is_refused_naming_the_field(w
 
 def test_the_list_stands_between_the_beats_that_carry_it(world):
     agent = world["agents"][1]
-    agent.heartbeat(certificates=[_cert(f"{CERTS}/{world['fqdn']}.pem", 50.5, world["fqdn"])])
+    agent.heartbeat(
+        certificates=[reported_cert(f"{CERTS}/{world['fqdn']}.pem", 50.5, world["fqdn"])]
+    )
     agent.heartbeat()  # the next beats leave the key out
     items = _get(world).json()["items"]
     assert [i["days_left"] for i in items if i["hostname"] == "edge-2"] == [50]
@@ -206,11 +192,13 @@ def web_pool(app_env, pdns):
         "edge-1",
         EDGE_1,
         certificates=[
-            _cert(failover, 3.5, fqdn, HOSTILE),
-            _cert(f"{CERTS}/old.pem", -40, "old.example.com", referenced=False),
+            reported_cert(failover, 3.5, fqdn, HOSTILE),
+            reported_cert(f"{CERTS}/old.pem", -40, "old.example.com", referenced=False),
         ],
     )
-    heartbeat(app_env, two.secret, "edge-2", EDGE_2, certificates=[_cert(failover, 60.5, fqdn)])
+    heartbeat(
+        app_env, two.secret, "edge-2", EDGE_2, certificates=[reported_cert(failover, 60.5, fqdn)]
+    )
     return {"id": pool["id"], "fqdn": fqdn, "members": (one.member["id"], two.member["id"])}
 
 
@@ -274,15 +262,6 @@ def test_status_tab_lists_the_members_certificates_escaped(app_env, web_pool):
 # -- the alert ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def state(tmp_path):
-    """The services without their loops: monitor rounds run when the test says."""
-    built = AppState.build(Settings(data_dir=tmp_path / "var"))
-    upgrade(built.db.engine)
-    yield built
-    built.db.dispose()
-
-
 def _report(state, member_id: int, at: datetime, certificates: list[dict]) -> None:
     live = state.live.members[member_id]
     haproxy = {"monitored": True, "active": True, "source": "systemd"}
@@ -305,10 +284,12 @@ def test_an_expiring_certificate_alerts_once_and_resolves_when_renewed(state):
     member = state.pools.add_member(SYSTEM, pool["id"], "edge-1", [EDGE_1]).member
     t0 = utcnow()
     path = f"{CERTS}/lb.example.com.pem"
-    _report(state, member["id"], t0, [_cert(path, 20, "lb.example.com")])
+    _report(state, member["id"], t0, [reported_cert(path, 20, "lb.example.com")])
     assert state.monitors.run_once(t0) == []
     # 13.5 days left: under the default 14.
-    _report(state, member["id"], t0, [_cert(path, 13.5, "lb.example.com", "www.example.com")])
+    _report(
+        state, member["id"], t0, [reported_cert(path, 13.5, "lb.example.com", "www.example.com")]
+    )
     assert len(state.monitors.run_once(t0)) == 1
     assert state.monitors.run_once(t0 + timedelta(seconds=2)) == []
     [alert] = _expiring(state, pool["id"])
@@ -320,7 +301,7 @@ def test_an_expiring_certificate_alerts_once_and_resolves_when_renewed(state):
     assert "tls.acme_renew_force" in alert["message"]
     assert alert["email_state"] == "pending" and alert["resolved_at"] is None
     # Renewed: the agent reports the new one.
-    _report(state, member["id"], t0, [_cert(path, 89, "lb.example.com", "www.example.com")])
+    _report(state, member["id"], t0, [reported_cert(path, 89, "lb.example.com", "www.example.com")])
     state.monitors.run_once(t0 + timedelta(seconds=4))
     assert _expiring(state, pool["id"])[0]["resolved_at"] is not None
 
@@ -329,8 +310,8 @@ def test_the_threshold_is_the_members_own_and_unloaded_files_are_ignored(state):
     pool = state.pools.create_pool(SYSTEM, "edge", "haproxy")
     member = state.pools.add_member(SYSTEM, pool["id"], "edge-1", [EDGE_1]).member
     t0 = utcnow()
-    lying = _cert(f"{CERTS}/old.pem", -3, "old.example.com", referenced=False)
-    _report(state, member["id"], t0, [lying, _cert(f"{CERTS}/a.pem", 20, "a.example.com")])
+    lying = reported_cert(f"{CERTS}/old.pem", -3, "old.example.com", referenced=False)
+    _report(state, member["id"], t0, [lying, reported_cert(f"{CERTS}/a.pem", 20, "a.example.com")])
     assert state.monitors.run_once(t0) == []
     state.alerts.set_member_alerts(
         SYSTEM, pool["id"], member["id"], {"member.certificate_expiring": {"threshold": 21}}
@@ -350,7 +331,7 @@ def test_the_expiry_alert_is_emailed(app_env, smtp_server):
     pool = state.pools.create_pool(SYSTEM, "edge", "haproxy")
     state.alerts.set_pool_alerts(SYSTEM, pool["id"], recipients=["ops@example.com"])
     made = state.pools.add_member(SYSTEM, pool["id"], "edge-1", [EDGE_1])
-    expired = _cert(f"{CERTS}/shop.pem", -1.5, "shop.example.com")
+    expired = reported_cert(f"{CERTS}/shop.pem", -1.5, "shop.example.com")
     heartbeat(app_env, made.secret, "edge-1", EDGE_1, certificates=[expired])
     message = smtp_server.wait_for(1, timeout=6)[0]
     assert message.subject == "[edge] edge-1: TLS certificate has expired"

@@ -12,8 +12,6 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from serverctl.config import Settings
-from serverctl.db.migrate import upgrade
 from serverctl.db.models import Member
 from serverctl.db.types import utcnow
 from serverctl.domain.principal import SYSTEM
@@ -24,14 +22,12 @@ UP = {"monitored": True, "active": True, "source": "systemd", "topology": {"list
 
 
 @pytest.fixture
-def state(tmp_path) -> collections.abc.Iterator[AppState]:
-    built = AppState.build(Settings(data_dir=tmp_path / "var"))
-    upgrade(built.db.engine)
-    pool = built.pools.create_pool(SYSTEM, "edge", "haproxy")
+def state(state: AppState) -> AppState:
+    """tests/conftest.py's services with a pool of three members."""
+    pool = state.pools.create_pool(SYSTEM, "edge", "haproxy")
     for number in range(3):
-        built.pools.add_member(SYSTEM, pool["id"], f"edge-{number}", [f"127.0.0.{number + 2}"])
-    yield built
-    built.db.dispose()
+        state.pools.add_member(SYSTEM, pool["id"], f"edge-{number}", [f"127.0.0.{number + 2}"])
+    return state
 
 
 def _beat(state: AppState, member_id: int, at, active: bool = True) -> None:

@@ -11,8 +11,34 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+import time
 from dataclasses import dataclass, field
 from typing import Any
+
+DAY = 86_400
+
+
+def reported_cert(
+    path: str,
+    days: float,
+    *names: str,
+    serial: str = "0A1B2C",
+    referenced: bool = True,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One entry of the agent's `haproxy.certificates` report: a Pebble-issued certificate for
+    `names` expiring in `days`; `extra` overrides or adds keys (a malformed entry)."""
+    return {
+        "path": path,
+        "subject": f"CN={names[0]}",
+        "sans": list(names),
+        "issuer": "CN=Pebble Intermediate CA",
+        "not_after": int(time.time() + days * DAY),
+        "serial": serial,
+        "referenced": referenced,
+        **extra,
+    }
+
 
 DEFAULT_FILES = {"/etc/haproxy/haproxy.cfg": b"global\n    daemon\ndefaults\n    mode http\n"}
 

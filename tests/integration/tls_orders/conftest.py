@@ -14,8 +14,6 @@ from fastapi.testclient import TestClient
 
 from integration.tls_orders.tls_orders_kit import AGENT_IP, FQDN, make_pool
 from serverctl.db.models import TlsOrder
-from serverctl.domain.principal import SYSTEM
-from support.pebble import Pebble
 from support.powerdns import PowerDNS
 
 
@@ -80,22 +78,13 @@ class TlsWorld:
 
 
 @pytest.fixture
-def world(app_env, pebble: Pebble, pdns: PowerDNS) -> Iterator[TlsWorld]:
-    app_env.state.acme_settings.set(
-        SYSTEM,
-        directory_url=pebble.directory_url,
-        email="ops@demo.example",
-        ca_bundle=pebble.ca_bundle_pem,
-    )
-    account = app_env.state.dns_accounts.create(
-        SYSTEM, "pdns-test", "powerdns", pdns.powerdns_config()
-    )
-    pool_id, member_id, secret = make_pool(app_env)
-    linked = app_env.client.put(
+def world(acme_env, pdns: PowerDNS) -> Iterator[TlsWorld]:
+    pool_id, member_id, secret = make_pool(acme_env)
+    linked = acme_env.client.put(
         f"/api/pools/{pool_id}/dns",
-        json={"provider_id": account["id"], "zone": pdns.zone, "label": "lb", "ttl": 60},
+        json={"provider_id": acme_env.provider_id, "zone": pdns.zone, "label": "lb", "ttl": 60},
     )
     assert linked.status_code == 200, linked.text
-    agent = TestClient(app_env.client.app, client=(AGENT_IP, 50000))
-    yield TlsWorld(app_env, pool_id, member_id, secret, account["id"], agent)
+    agent = TestClient(acme_env.client.app, client=(AGENT_IP, 50000))
+    yield TlsWorld(acme_env, pool_id, member_id, secret, acme_env.provider_id, agent)
     agent.close()

@@ -16,11 +16,12 @@ from sqlalchemy import select, update
 
 from integration.tls_orders.test_tls_order_endpoints import _final, _leaf, csr_and_key
 from integration.tls_orders.tls_orders_kit import FQDN
-from integration.tls_orders.tls_renewal_kit import CERTS, app_env_with, cert, stand_in, tls_jobs
+from integration.tls_orders.tls_renewal_kit import CERTS, app_env_with, stand_in, tls_jobs
 from serverctl.db.models import Alert, Job
 from serverctl.db.types import utcnow
 from serverctl.domain.principal import SYSTEM
 from serverctl.domain.tls_renewal import ALERT_KIND
+from support.standin_agent import reported_cert
 from support.util import wait_until
 
 PEM = f"{CERTS}/{FQDN}.pem"
@@ -73,7 +74,7 @@ def _overview(world) -> str:
 
 
 def test_the_loop_renews_a_certificate_with_10_days_left_through_a_real_order(world, edge1):
-    edge1.heartbeat(certificates=[cert(PEM, 10, FQDN, "www.demo.example")])
+    edge1.heartbeat(certificates=[reported_cert(PEM, 10, FQDN, "www.demo.example")])
     job = _queued(world)
     assert job.params == {"fqdn": FQDN, "names": [FQDN, "www.demo.example"], "force": False}
     assert job.source == "renewal" and job.enqueued_by == "system:tls-renewal"
@@ -86,7 +87,9 @@ def test_the_loop_renews_a_certificate_with_10_days_left_through_a_real_order(wo
     # The agent reports the new certificate; the loop leaves it alone from then on.
     days = (leaf.not_valid_after_utc.timestamp() - time.time()) / 86_400
     edge1.heartbeat(
-        certificates=[cert(PEM, days, FQDN, "www.demo.example", serial=f"{leaf.serial_number:X}")]
+        certificates=[
+            reported_cert(PEM, days, FQDN, "www.demo.example", serial=f"{leaf.serial_number:X}")
+        ]
     )
     time.sleep(1.5)  # several rounds
     assert [j.id for j in tls_jobs(world.env)] == [job.id]
@@ -110,7 +113,7 @@ def test_a_failed_order_alerts_by_email_and_on_the_overview_until_a_job_complete
 
     # 20 days: inside the renewal window (30) but not the expiry alert's (14), so the only
     # email is the failed order's (with 10 the expiry alert's may come first).
-    edge1.heartbeat(certificates=[cert(PEM, 20, FQDN)])
+    edge1.heartbeat(certificates=[reported_cert(PEM, 20, FQDN)])
     job = _queued(world)
     final = _run_order(world, edge1, job)
     assert final["state"] == "failed", final
@@ -154,7 +157,7 @@ def test_a_failed_order_alerts_by_email_and_on_the_overview_until_a_job_complete
 
 
 def test_a_job_that_times_out_alerts_through_the_sweep(world, edge1):
-    edge1.heartbeat(certificates=[cert(PEM, 10, FQDN)])
+    edge1.heartbeat(certificates=[reported_cert(PEM, 10, FQDN)])
     job = _queued(world)
     assert edge1.claim()["id"] == job.id
     with world.env.state.db.session() as s:

@@ -16,13 +16,13 @@ from integration.tls_orders.tls_renewal_kit import (
     CERTS,
     add_member,
     app_env_with,
-    cert,
     stand_in,
     tls_jobs,
 )
 from serverctl.db.models import AppSetting, AuditEntry, Job, TlsOrder
 from serverctl.db.types import utcnow
 from serverctl.domain.catalogue import JobState
+from support.standin_agent import reported_cert
 
 PEM = f"{CERTS}/{FQDN}.pem"
 
@@ -50,8 +50,10 @@ def _finish(env, job_id: int, state: str, ago: timedelta, summary: str = "x") ->
 def test_a_certificate_within_30_days_is_renewed_with_its_names_once_per_serial(world, edge1):
     edge1.heartbeat(
         certificates=[
-            cert(PEM, 10.5, "www.demo.example", FQDN, "*.demo.example", "other.example"),
-            cert(f"{CERTS}/old.pem", 3, "old.demo.example"),  # not the failover certificate
+            reported_cert(PEM, 10.5, "www.demo.example", FQDN, "*.demo.example", "other.example"),
+            reported_cert(
+                f"{CERTS}/old.pem", 3, "old.demo.example"
+            ),  # not the failover certificate
         ]
     )
     queued = world.env.state.tls_renewal.renew_due()
@@ -71,10 +73,10 @@ def test_a_certificate_within_30_days_is_renewed_with_its_names_once_per_serial(
     _finish(world.env, queued[0], JobState.COMPLETED, timedelta(minutes=1))
     assert world.env.state.tls_renewal.renew_due() == []
     # The renewed certificate (a new serial, 89 days): nothing to do.
-    edge1.heartbeat(certificates=[cert(PEM, 89, FQDN, "www.demo.example", serial="0B")])
+    edge1.heartbeat(certificates=[reported_cert(PEM, 89, FQDN, "www.demo.example", serial="0B")])
     assert world.env.state.tls_renewal.renew_due() == []
     # That one in its window later on: a new renewal for the new serial.
-    edge1.heartbeat(certificates=[cert(PEM, 29.5, FQDN, serial="0B")])
+    edge1.heartbeat(certificates=[reported_cert(PEM, 29.5, FQDN, serial="0B")])
     again = world.env.state.tls_renewal.renew_due()
     assert len(again) == 1
     assert world.api.get(f"/api/jobs/{again[0]}").json()["idempotency_key"] == (
@@ -84,13 +86,15 @@ def test_a_certificate_within_30_days_is_renewed_with_its_names_once_per_serial(
 
 def test_only_due_failover_certificates_are_renewed(world, edge1):
     renewal = world.env.state.tls_renewal
-    edge1.heartbeat(certificates=[cert(PEM, 30.5, FQDN)])  # 30 days left: not yet
+    edge1.heartbeat(certificates=[reported_cert(PEM, 30.5, FQDN)])  # 30 days left: not yet
     assert renewal.renew_due() == []
-    edge1.heartbeat(certificates=[cert(f"{CERTS}/other.pem", 2, FQDN)])  # not the failover file
+    edge1.heartbeat(
+        certificates=[reported_cert(f"{CERTS}/other.pem", 2, FQDN)]
+    )  # not the failover file
     assert renewal.renew_due() == []
     edge1.heartbeat(certificates=[{"path": PEM, "referenced": True, "error": "not a certificate"}])
     assert renewal.renew_due() == []
-    edge1.heartbeat(certificates=[cert(PEM, -2, FQDN)])  # expired: renewed too
+    edge1.heartbeat(certificates=[reported_cert(PEM, -2, FQDN)])  # expired: renewed too
     assert len(renewal.renew_due()) == 1
 
 
@@ -105,9 +109,9 @@ def test_a_member_that_never_had_the_certificate_is_left_to_the_recipe(world, ed
 def test_one_member_per_pool_per_round_the_most_urgent_first(world, edge1):
     edge2 = add_member(world, "edge-2", "127.0.0.3")
     edge3 = add_member(world, "edge-3", "127.0.0.4")
-    edge1.heartbeat(certificates=[cert(PEM, 20, FQDN, serial="01")])
-    edge2.heartbeat(certificates=[cert(PEM, 5, FQDN, serial="02")])
-    edge3.heartbeat(certificates=[cert(PEM, 60, FQDN, serial="03")])
+    edge1.heartbeat(certificates=[reported_cert(PEM, 20, FQDN, serial="01")])
+    edge2.heartbeat(certificates=[reported_cert(PEM, 5, FQDN, serial="02")])
+    edge3.heartbeat(certificates=[reported_cert(PEM, 60, FQDN, serial="03")])
     renewal = world.env.state.tls_renewal
     first = renewal.renew_due()
     assert [j.member_id for j in tls_jobs(world.env)] == [edge2.member_id]
@@ -119,7 +123,7 @@ def test_one_member_per_pool_per_round_the_most_urgent_first(world, edge1):
 
 def test_a_failure_backs_off_6_hours_doubling_and_retries_with_a_new_key(world, edge1):
     renewal = world.env.state.tls_renewal
-    edge1.heartbeat(certificates=[cert(PEM, 12, FQDN)])
+    edge1.heartbeat(certificates=[reported_cert(PEM, 12, FQDN)])
     [first] = renewal.renew_due()
     _finish(world.env, first, JobState.FAILED, timedelta(hours=5, minutes=50))
     assert renewal.renew_due() == []  # within 6 h of the failure
@@ -136,14 +140,14 @@ def test_a_failure_backs_off_6_hours_doubling_and_retries_with_a_new_key(world, 
 
 
 def test_an_operators_failed_job_counts_for_the_back_off(world, edge1):
-    edge1.heartbeat(certificates=[cert(PEM, 12, FQDN)])
+    edge1.heartbeat(certificates=[reported_cert(PEM, 12, FQDN)])
     mine = world.queue(job_type="tls.acme_renew_force")
     _finish(world.env, mine, JobState.FAILED, timedelta(hours=1))
     assert world.env.state.tls_renewal.renew_due() == []
 
 
 def test_nothing_is_queued_while_the_ca_rate_limits_the_name_set(world, edge1):
-    edge1.heartbeat(certificates=[cert(PEM, 12, FQDN)])
+    edge1.heartbeat(certificates=[reported_cert(PEM, 12, FQDN)])
     job_id = world.queue()
     _finish(world.env, job_id, JobState.FAILED, timedelta(days=3))
     with world.env.state.db.session() as s:
@@ -165,7 +169,7 @@ def test_nothing_is_queued_while_the_ca_rate_limits_the_name_set(world, edge1):
 
 
 def test_nothing_is_queued_past_the_duplicate_certificate_limit(world, edge1):
-    edge1.heartbeat(certificates=[cert(PEM, 12, FQDN)])
+    edge1.heartbeat(certificates=[reported_cert(PEM, 12, FQDN)])
     job_ids = [world.queue() for _ in range(5)]
     with world.env.state.db.session() as s:
         for i, job_id in enumerate(job_ids):
@@ -182,7 +186,7 @@ def test_nothing_is_queued_past_the_duplicate_certificate_limit(world, edge1):
 
 
 def test_no_renewal_without_acme_settings(world, edge1):
-    edge1.heartbeat(certificates=[cert(PEM, 12, FQDN)])
+    edge1.heartbeat(certificates=[reported_cert(PEM, 12, FQDN)])
     with world.env.state.db.session() as s:
         s.execute(delete(AppSetting).where(AppSetting.key == "acme"))
     assert world.env.state.tls_renewal.renew_due() == []

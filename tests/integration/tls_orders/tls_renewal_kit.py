@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,6 @@ from serverctl.domain.principal import SYSTEM
 from serverctl.state import AppState
 from support.standin_agent import StandInAgent
 
-DAY = 86_400
 CERTS = "/etc/haproxy/certs"
 
 
@@ -44,19 +42,6 @@ def app_env_with(tmp_path: Path, every_s: float) -> Iterator[Env]:
         client.headers["Authorization"] = f"Bearer {token}"
         yield Env(state, client, token)
     state.db.dispose()
-
-
-def cert(path: str, days: float, *names: str, serial: str = "0A1B2C") -> dict[str, Any]:
-    """One entry of the agent's `haproxy.certificates` report."""
-    return {
-        "path": path,
-        "subject": f"CN={names[0]}",
-        "sans": list(names),
-        "issuer": "CN=Pebble Intermediate CA",
-        "not_after": int(time.time() + days * DAY),
-        "serial": serial,
-        "referenced": True,
-    }
 
 
 def stand_in(world: Any, member_id: int, secret: str, hostname: str, ip: str) -> StandInAgent:
