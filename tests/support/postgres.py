@@ -149,11 +149,6 @@ class Postgres(Daemon):
         self.psql(f'CREATE DATABASE "{name}"')
         return f"postgresql+psycopg://{USER}@{self.host}:{self.port}/{name}"
 
-    def drop_database(self, url: str) -> None:
-        """Drop a database `create_database` made, closing what is still connected to it."""
-        name = url.rsplit("/", 1)[1]
-        self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
     def __enter__(self) -> Self:
         try:
             self.start()
